@@ -1,0 +1,89 @@
+"""Shared helpers of the benchmarks: step timing, machine description, result files."""
+
+import datetime
+import json
+import os
+import pathlib
+import platform
+import statistics
+import time
+
+import numpy as np
+
+RESULTS = pathlib.Path(__file__).resolve().parent / "results"
+
+
+def machine():
+    """A description of the machine, library versions and date, for result files."""
+    import keras
+
+    info = {
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "python": platform.python_version(),
+        "keras": keras.__version__,
+        "backend": keras.backend.backend(),
+    }
+    try:
+        import tensorflow as tf
+
+        info["tensorflow"] = tf.__version__
+        gpus = tf.config.list_physical_devices("GPU")
+        info["device"] = ", ".join(tf.config.experimental.get_device_details(g).get("device_name", g.name) for g in gpus) or "CPU"
+    except ImportError:
+        info["device"] = "CPU"
+    return info
+
+
+def time_fit_steps(model, x, y, batch_size, steps):
+    """Seconds per training step of one `fit` epoch over `steps` batches (model already compiled and warm)."""
+    n = batch_size * steps
+    start = time.perf_counter()
+    model.fit(x[:n], y[:n], batch_size=batch_size, epochs=1, verbose=0, shuffle=False)
+    return (time.perf_counter() - start) / steps
+
+
+def interleaved_step_times(models, x, y, batch_size=128, steps=20, repeats=7):
+    """Median seconds per train step of each model, measured in interleaved rounds.
+
+    Each model is warmed up (compiled) first; then `repeats` rounds each time every
+    model once, in turn, so background load affects all of them alike.
+
+    Args:
+        models: dict name -> compiled model.
+        x, y: training arrays with at least `batch_size * steps` rows.
+
+    Returns:
+        dict name -> {"median_s": ..., "all_s": [...]}.
+    """
+    for model in models.values():
+        time_fit_steps(model, x, y, batch_size, 2)
+    times = {name: [] for name in models}
+    for _ in range(repeats):
+        for name, model in models.items():
+            times[name].append(time_fit_steps(model, x, y, batch_size, steps))
+    return {name: {"median_s": statistics.median(t), "all_s": t} for name, t in times.items()}
+
+
+def write_results(name, payload, table_lines):
+    """Writes `results/<name>.json` and `results/<name>.md`."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    payload = {"machine": machine(), **payload}
+    (RESULTS / f"{name}.json").write_text(json.dumps(payload, indent=2, default=_json_default) + "\n")
+    m = payload["machine"]
+    header = (
+        f"_Machine: {m['device']}, {m['cpu_count']} CPUs, {m['platform']}; Python {m['python']}, "
+        f"Keras {m['keras']}, TensorFlow {m.get('tensorflow', '-')}; {m['date']}._\n\n"
+    )
+    (RESULTS / f"{name}.md").write_text(header + "\n".join(table_lines) + "\n")
+    print("\n".join(table_lines))
+
+
+def _json_default(value):
+    if isinstance(value, (np.floating, np.integer)):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(type(value))

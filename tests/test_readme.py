@@ -1,0 +1,24 @@
+"""The README's test command is exactly what CI runs."""
+
+import pathlib
+import re
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def _code_blocks(text):
+    return re.findall(r"```bash\n(.*?)\n```", text, flags=re.S)
+
+
+def test_ci_runs_the_readme_test_command():
+    readme = (ROOT / "README.md").read_text()
+    ci = (ROOT / ".ci" / "run").read_text()
+    block = ci.split("# --- README test command ---\n")[1].split("# --- end ---")[0].strip()
+    commands = _code_blocks(readme)
+    assert block in commands, "the README's test command and .ci/run differ"
+    assert "pytest" in block
+
+
+def test_readme_main_job_runs_compare():
+    commands = _code_blocks((ROOT / "README.md").read_text())
+    assert any(c.endswith("keras-wtrain compare") and "pip install" in c for c in commands)
