@@ -242,7 +242,8 @@ def write_plots(runs, summary, out):
 
     names = list(summary)
     means = [100 * summary[t]["test_accuracy"]["mean"] for t in names]
-    errors = [0.0 if math.isnan(summary[t]["test_accuracy"]["ci95"]) else 100 * summary[t]["test_accuracy"]["ci95"] for t in names]
+    cis = [summary[t]["test_accuracy"]["ci95"] for t in names]
+    errors = [0.0 if math.isnan(ci) else 100 * ci for ci in cis]
     fig, ax = plt.subplots(figsize=(max(6, 0.9 * len(names)), 4))
     ax.bar(names, means, yerr=errors, capsize=4, color=["#888888" if t == "baseline" else "#3b75af" for t in names])
     low = min(m - e for m, e in zip(means, errors))

@@ -84,7 +84,9 @@ def build_parser():
         description="Train each technique with the library's defaults on the same splits and seeds as plain Keras "
         "and report test accuracy, loss, time and memory with confidence intervals.",
     )
-    compare.add_argument("--dataset", type=_dataset, default=DEFAULTS["dataset"], help="mnist5k (default), digits, tfds:NAME")
+    compare.add_argument(
+        "--dataset", type=_dataset, default=DEFAULTS["dataset"], help="mnist5k (default), digits, tfds:NAME"
+    )
     compare.add_argument("--model", choices=MODELS, default=DEFAULTS["model"], help="model architecture (default cnn)")
     compare.add_argument(
         "--techniques",
@@ -92,8 +94,12 @@ def build_parser():
         default=list(TECHNIQUES),
         help=f"comma-separated list of {', '.join(TECHNIQUES)}, or all (default all)",
     )
-    compare.add_argument("--seeds", type=_positive("--seeds"), default=None, help=f"number of seeds (default {DEFAULTS['seeds']})")
-    compare.add_argument("--epochs", type=_positive("--epochs"), default=None, help=f"epochs per run (default {DEFAULTS['epochs']})")
+    compare.add_argument(
+        "--seeds", type=_positive("--seeds"), default=None, help=f"number of seeds (default {DEFAULTS['seeds']})"
+    )
+    compare.add_argument(
+        "--epochs", type=_positive("--epochs"), default=None, help=f"epochs per run (default {DEFAULTS['epochs']})"
+    )
     compare.add_argument(
         "--train-size",
         type=_positive("--train-size"),
