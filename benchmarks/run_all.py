@@ -1,0 +1,224 @@
+"""Every benchmark of keras-wtrain, gathered into `benchmarks/results/` and the docs' Results page.
+
+1. Overhead: median train-step time of each per-step technique (weight normalization, shadow
+   weights, loss noise, gradient dropout) against plain Keras, same process, interleaved rounds,
+   `jit_compile=True`, the MNIST CNN and MLP at batch 128 -> `results/overhead.{json,md}`.
+2. Each technique's own benchmark script (`benchmarks/<name>.py`, accuracy over seeds and one-off
+   costs of the callbacks), each in a fresh process -> `results/<name>.{json,md}`.
+3. `keras-wtrain compare` with its defaults on MNIST-5k -> `results/compare/` (table + plots).
+4. `docs/results.md`: machine, versions and date, every table, the plots, and a plain statement
+   of which techniques changed test accuracy and by how much (paired 95% confidence intervals).
+
+    python benchmarks/run_all.py [--quick] [--skip-scripts] [--skip-compare]
+"""
+
+import argparse
+import json
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+HERE = pathlib.Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+import keras  # noqa: E402
+from common import RESULTS  # noqa: E402
+from common import interleaved_step_times  # noqa: E402
+from common import machine  # noqa: E402
+from common import write_results  # noqa: E402
+
+ROOT = HERE.parent
+DOCS = ROOT / "docs"
+SCRIPTS = ("weight_normalization", "shadow_weights", "randomness", "weight_averaging", "optimum_shifting")
+STEP_TECHNIQUES = ("weightnorm", "shadow", "loss-noise", "grad-dropout")
+TARGETS = {"weightnorm": 1.10, "shadow": 1.10, "loss-noise": 1.02, "grad-dropout": 1.10}
+
+
+def overhead(quick):
+    """Step-time ratios of every per-step technique vs plain Keras, in this one process."""
+    from keras_wtrain.compare import _technique_setup
+    from keras_wtrain.data import load_mnist5k
+
+    data = load_mnist5k()
+    steps, repeats = (8, 5) if quick else (20, 7)
+    results = {"batch_size": 128, "steps": steps, "repeats": repeats, "jit_compile": True, "models": {}}
+    for kind in ("cnn", "mlp"):
+        models = {}
+        for technique in ("baseline", *STEP_TECHNIQUES):
+            keras.utils.set_random_seed(0)
+            model, _ = _technique_setup(technique, kind, data, epochs=1, batch_size=128)
+            model.compile(
+                keras.optimizers.Adam(1e-3),
+                keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                jit_compile=True,
+            )
+            models[technique] = model
+        times = interleaved_step_times(models, data.x_train, data.y_train, 128, steps, repeats)
+        base = times["baseline"]["median_s"]
+        results["models"][kind] = {
+            t: {"step_ms": 1e3 * times[t]["median_s"], "ratio": times[t]["median_s"] / base} for t in times
+        }
+    lines = [
+        "| technique | CNN step (ms) | CNN ratio | MLP step (ms) | MLP ratio | target ratio |",
+        "|---|---|---|---|---|---|",
+    ]
+    for t in ("baseline", *STEP_TECHNIQUES):
+        cnn, mlp = results["models"]["cnn"][t], results["models"]["mlp"][t]
+        target = TARGETS.get(t)
+        mark = "" if target is None else f"≤ {target:.2f} {'✓' if max(cnn['ratio'], mlp['ratio']) <= target else '✗'}"
+        lines.append(
+            f"| {t} | {cnn['step_ms']:.2f} | {cnn['ratio']:.3f} | {mlp['step_ms']:.2f} | {mlp['ratio']:.3f} | {mark} |"
+        )
+    write_results("overhead", results, lines)
+    return results
+
+
+def run_scripts(quick):
+    """Runs each technique's benchmark script in its own process; returns name -> exit code."""
+    codes = {}
+    for name in SCRIPTS:
+        script = HERE / f"{name}.py"
+        if not script.exists():
+            continue
+        print(f"== benchmarks/{name}.py", flush=True)
+        codes[name] = subprocess.call([sys.executable, str(script), *(["--quick"] if quick else [])])
+    return codes
+
+
+def run_compare(quick):
+    from keras_wtrain.compare import DEFAULTS
+    from keras_wtrain.compare import QUICK
+    from keras_wtrain.compare import compare
+    from keras_wtrain.data import load_dataset
+
+    settings = dict(DEFAULTS, **(QUICK if quick else {}))
+    data = load_dataset(settings["dataset"], train_size=settings["train_size"])
+    return compare(
+        model=settings["model"],
+        seeds=settings["seeds"],
+        epochs=settings["epochs"],
+        batch_size=settings["batch_size"],
+        out=RESULTS / "compare",
+        data=data,
+    )
+
+
+def verdicts(summary):
+    """One plain sentence per technique: did test accuracy change, by how much, with a paired 95% CI?"""
+    lines = []
+    for technique, entry in summary.items():
+        if technique == "baseline":
+            continue
+        diff = entry["accuracy_diff_vs_baseline"]
+        mean, ci = 100 * diff["mean"], 100 * diff["ci95"]
+        if ci != ci:  # one seed: no interval
+            lines.append(f"- **{technique}**: {mean:+.2f} points (one seed, no confidence interval).")
+        elif mean - ci > 0:
+            lines.append(f"- **{technique}** helped: {mean:+.2f} points (95% CI {mean - ci:+.2f} to {mean + ci:+.2f}).")
+        elif mean + ci < 0:
+            lines.append(f"- **{technique}** hurt: {mean:+.2f} points (95% CI {mean - ci:+.2f} to {mean + ci:+.2f}).")
+        else:
+            lines.append(
+                f"- **{technique}**: no significant change, {mean:+.2f} points "
+                f"(95% CI {mean - ci:+.2f} to {mean + ci:+.2f} includes 0)."
+            )
+    return lines
+
+
+def _table(name):
+    path = RESULTS / f"{name}.md"
+    return path.read_text().strip() if path.exists() else f"_`benchmarks/{name}.py` has not been run._"
+
+
+def write_docs_page():
+    """Writes `docs/results.md` from whatever is in `benchmarks/results/`."""
+    m = machine()
+    assets = DOCS / "assets" / "results"
+    assets.mkdir(parents=True, exist_ok=True)
+    compare_dir = RESULTS / "compare"
+    parts = [
+        "# Results",
+        "",
+        "Every number on this page was produced by `python benchmarks/run_all.py` (it rewrites this page) on:",
+        "",
+        f"- machine: {m['device']}, {m['cpu_count']} CPU cores, {m['platform']}",
+        f"- Python {m['python']}, Keras {m['keras']}, TensorFlow {m.get('tensorflow', '-')}, backend {m['backend']}",
+        f"- date: {m['date']}",
+        "",
+        "Accuracy numbers are test accuracy on MNIST-5k's untouched test split, with the training set cut to a "
+        "stratified subset so that regularisation matters; no choice was made on the test split. Overheads are "
+        "ratios against plain Keras measured in the same process. Small CPU machines are noisy: read the ratios "
+        "together with their targets, and the accuracy differences together with their confidence intervals.",
+        "",
+    ]
+    results_json = compare_dir / "results.json"
+    if results_json.exists():
+        results = json.loads(results_json.read_text())
+        cfg = results["config"]
+        for png in ("accuracy.png", "validation_curves.png"):
+            if (compare_dir / png).exists():
+                shutil.copy(compare_dir / png, assets / png)
+        table = [line for line in (compare_dir / "results.md").read_text().splitlines() if line.startswith("|")]
+        parts += [
+            "## Which techniques helped",
+            "",
+            f"`keras-wtrain compare` with its defaults: {cfg['model']} on {cfg['dataset']}, {cfg['train_size']} "
+            f"training examples, {cfg['epochs']} epochs, {cfg['seeds']} seeds, batch {cfg['batch_size']}; "
+            f"{cfg['test_size']} test examples. Differences are paired by seed against plain Keras.",
+            "",
+            *verdicts(results["summary"]),
+            "",
+            "Cells are mean ± std [95% CI half-width] over seeds.",
+            "",
+            *table,
+            "",
+            "![Test accuracy per technique](assets/results/accuracy.png)",
+            "",
+            "![Validation accuracy during training](assets/results/validation_curves.png)",
+            "",
+        ]
+    parts += [
+        "## Step-time overhead vs plain Keras",
+        "",
+        "Median train-step time, `jit_compile=True`, batch 128, interleaved rounds in one process "
+        "(`results/overhead.json`).",
+        "",
+        _table("overhead"),
+        "",
+    ]
+    titles = {
+        "weight_normalization": "Weight normalization (and PyTorch's weight_norm for reference)",
+        "shadow_weights": "Shadow weights (WAS): overhead, AOM and DOM accuracy",
+        "randomness": "Loss noise and gradient dropout",
+        "weight_averaging": "SeWA vs SWA, LAWA and EMA on the same trajectory",
+        "optimum_shifting": "Optimum shifting",
+    }
+    for name in SCRIPTS:
+        parts += [f"## {titles[name]}", "", f"From `python benchmarks/{name}.py`.", "", _table(name), ""]
+    (DOCS / "results.md").write_text("\n".join(parts))
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="small budgets everywhere (a smoke run)")
+    parser.add_argument("--skip-scripts", action="store_true", help="do not rerun the per-technique scripts")
+    parser.add_argument("--skip-compare", action="store_true", help="do not rerun keras-wtrain compare")
+    parser.add_argument("--skip-overhead", action="store_true", help="do not rerun the overhead measurement")
+    args = parser.parse_args(argv)
+    if not args.skip_overhead:
+        overhead(args.quick)
+    if not args.skip_scripts:
+        failed = {k: v for k, v in run_scripts(args.quick).items() if v}
+        if failed:
+            print(f"benchmark scripts failed: {failed}", file=sys.stderr)
+    if not args.skip_compare:
+        run_compare(args.quick)
+    write_docs_page()
+    print(f"Wrote {RESULTS} and {DOCS / 'results.md'}")
+
+
+if __name__ == "__main__":
+    main()
