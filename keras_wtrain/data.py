@@ -59,7 +59,14 @@ def _subsample(x, y, train_size, seed):
         return x, y
     if not isinstance(train_size, (int, np.integer)) or train_size < 1:
         raise ValueError(f"argument `train_size` must be a positive int, received {train_size!r}.")
-    (idx,) = _stratified_split(y, [train_size / len(y)], seed + 1)
+    # Exactly `train_size` examples, classes in proportion (largest-remainder rounding).
+    labels, counts = np.unique(y, return_counts=True)
+    quotas = train_size * counts / len(y)
+    take = np.floor(quotas).astype(int)
+    take[np.argsort(-(quotas - take), kind="stable")[: train_size - take.sum()]] += 1
+    rng = np.random.default_rng(seed + 1)
+    idx = np.concatenate([rng.permutation(np.flatnonzero(y == label))[:n] for label, n in zip(labels, take)])
+    rng.shuffle(idx)
     return x[idx], y[idx]
 
 
@@ -152,6 +159,19 @@ def load_digits(validation_fraction=0.1, test_fraction=0.2, seed=0, train_size=N
     )
 
 
+def _to_numpy(tfds, dataset, chunk=4096):
+    """Stacks a supervised `tf.data.Dataset` into `(x, y)` arrays, in chunks.
+
+    (`tfds.load(batch_size=-1)` would do this in one go, but it aborts the
+    process on datasets of unknown cardinality, e.g. `tfds.testing.mock_data`.)
+    """
+    xs, ys = [], []
+    for x, y in tfds.as_numpy(dataset.batch(chunk)):
+        xs.append(x)
+        ys.append(y)
+    return np.concatenate(xs), np.concatenate(ys)
+
+
 def load_tfds(name, validation_fraction=0.1, seed=0, train_size=None, data_dir=None, download=False):
     """Loads a TFDS image classification dataset as numpy splits.
 
@@ -192,7 +212,6 @@ def load_tfds(name, validation_fraction=0.1, seed=0, train_size=None, data_dir=N
             name,
             split=["train", "test"],
             as_supervised=True,
-            batch_size=-1,
             data_dir=data_dir,
             download=download,
         )
@@ -202,8 +221,8 @@ def load_tfds(name, validation_fraction=0.1, seed=0, train_size=None, data_dir=N
             f"{str(error).splitlines()[0] if str(error) else ''}). Prepare it once with "
             f"`tfds build {name}` or `load_tfds({name!r}, download=True)` on a machine with network."
         ) from None
-    x, y = (np.asarray(a) for a in tfds.as_numpy(train))
-    x_test, y_test = (np.asarray(a) for a in tfds.as_numpy(test))
+    x, y = _to_numpy(tfds, train)
+    x_test, y_test = _to_numpy(tfds, test)
     x = (x / 255.0).astype("float32")
     x_test = (x_test / 255.0).astype("float32")
     return _make_splits(
