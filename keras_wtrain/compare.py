@@ -25,10 +25,6 @@ TECHNIQUES = (
     "shadow",
     "loss-noise",
     "grad-dropout",
-    "sewa",
-    "swa",
-    "lawa",
-    "ema",
     "optimum-shift",
 )
 
@@ -116,24 +112,6 @@ def _technique_setup(technique, kind, data, epochs, batch_size):
             model = wrap(model, loss_noise=LossNoise())
         else:
             model = wrap(model, gradient_dropout=GradientDropout())
-    if technique in ("sewa", "swa", "lawa", "ema"):
-        from keras_wtrain.callbacks import SelectiveWeightAveraging
-
-        steps_per_epoch = math.ceil(len(data.x_train) / batch_size)
-        total = steps_per_epoch * epochs
-        num_checkpoints = min(20, max(2, total // 2))
-        every = max(1, (total // 2) // num_checkpoints)
-        callbacks.append(
-            SelectiveWeightAveraging(
-                k=max(1, num_checkpoints // 4),
-                num_checkpoints=num_checkpoints,
-                every_n_steps=every,
-                start=total - num_checkpoints * every,
-                strategy=technique,
-                selection_data=(data.x_train, data.y_train),
-                seed=0,
-            )
-        )
     if technique == "optimum-shift":
         from keras_wtrain.callbacks import OptimumShifting
 

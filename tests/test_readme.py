@@ -22,3 +22,12 @@ def test_ci_runs_the_readme_test_command():
 def test_readme_main_job_runs_compare():
     commands = _code_blocks((ROOT / "README.md").read_text())
     assert any(c.endswith("keras-wtrain compare") and "pip install" in c for c in commands)
+
+
+def test_readme_quick_start_runs():
+    blocks = re.findall(r"```python\n(.*?)\n```", (ROOT / "README.md").read_text(), flags=re.S)
+    assert blocks, "the README has a Python quick start"
+    namespace = {}
+    exec(compile(blocks[0], "README.md quick start", "exec"), namespace)
+    loss, accuracy = namespace["model"].evaluate(namespace["data"].x_test, namespace["data"].y_test, verbose=0)
+    assert accuracy > 0.8

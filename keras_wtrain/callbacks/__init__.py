@@ -1,5 +1,8 @@
 """Callbacks of keras-wtrain."""
 
+from keras_wtrain.callbacks.optimum_shifting import OptimumShifting
+from keras_wtrain.callbacks.optimum_shifting import minimum_norm_kernel
+from keras_wtrain.callbacks.optimum_shifting import optimum_shift
 from keras_wtrain.callbacks.weight_normalization_init import WeightNormalizationInitializer
 
-__all__ = ["WeightNormalizationInitializer"]
+__all__ = ["OptimumShifting", "WeightNormalizationInitializer", "minimum_norm_kernel", "optimum_shift"]

@@ -1,0 +1,27 @@
+"""Training-step techniques: loss noise and gradient dropout (arXiv:2404.03992)."""
+
+from keras_wtrain.training.model import Model
+from keras_wtrain.training.model import WrappedModel
+from keras_wtrain.training.model import wrap
+from keras_wtrain.training.randomness import Constant
+from keras_wtrain.training.randomness import GradientDropout
+from keras_wtrain.training.randomness import LinearDecay
+from keras_wtrain.training.randomness import LossNoise
+from keras_wtrain.training.randomness import drop_gradients
+from keras_wtrain.training.randomness import gradient_keep_mask
+from keras_wtrain.training.randomness import loss_noise_factors
+from keras_wtrain.training.randomness import noisy_sample_weight
+
+__all__ = [
+    "Constant",
+    "GradientDropout",
+    "LinearDecay",
+    "LossNoise",
+    "Model",
+    "WrappedModel",
+    "drop_gradients",
+    "gradient_keep_mask",
+    "loss_noise_factors",
+    "noisy_sample_weight",
+    "wrap",
+]

@@ -1,0 +1,50 @@
+"""Hyperparameter search over keras-wtrain techniques with Keras Tuner.
+
+`search_space` registers documented ranges for each technique on a Keras
+Tuner `HyperParameters` object, `HyperModel` builds a user's model with the
+chosen techniques applied, and `PSO` is a particle-swarm tuner (Keras Tuner
+has none), the search the randomness study (arXiv:2404.03992) used.
+
+Keras Tuner is an optional dependency (`pip install keras-wtrain[tuner]`):
+the names here are imported on first use, so `import keras_wtrain` works
+without it.
+"""
+
+import importlib
+
+__all__ = [
+    "PSO",
+    "PSOOracle",
+    "HyperModel",
+    "TechniqueConfig",
+    "search_space",
+]
+
+_LOCATIONS = {
+    "PSO": "keras_wtrain.tuning.pso",
+    "PSOOracle": "keras_wtrain.tuning.pso",
+    "HyperModel": "keras_wtrain.tuning.spaces",
+    "TechniqueConfig": "keras_wtrain.tuning.spaces",
+    "search_space": "keras_wtrain.tuning.spaces",
+}
+
+
+def __getattr__(name):
+    if name not in _LOCATIONS:
+        raise AttributeError(f"module 'keras_wtrain.tuning' has no attribute {name!r}")
+    try:
+        module = importlib.import_module(_LOCATIONS[name])
+    except ModuleNotFoundError as error:
+        if error.name == "keras_tuner":
+            raise ImportError(
+                f"keras_wtrain.tuning.{name} needs Keras Tuner: pip install 'keras-wtrain[tuner]' "
+                "(or pip install keras-tuner)."
+            ) from error
+        raise
+    value = getattr(module, name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))

@@ -1,0 +1,512 @@
+"""Particle-swarm optimisation (PSO) for Keras Tuner.
+
+Keras Tuner ships random search, Hyperband, Bayesian optimisation and grid
+search, but no particle swarm. The randomness study this library follows
+(Altarabichi et al., arXiv:2404.03992) tuned where and how much randomness to
+inject with PSO; `PSO` is that search as a Keras Tuner `Tuner`, built on
+`PSOOracle` the way `keras_tuner.RandomSearch` is built on its oracle.
+
+Encoding. Every non-fixed hyperparameter is one coordinate of a particle's
+position in `[0, 1]`, through Keras Tuner's own "cumulative probability" map
+(`hp.prob_to_value` / `hp.value_to_prob`, the map `BayesianOptimization` uses):
+
+- `Float`: linear, `log` or `reverse_log` scale as declared; with a `step`,
+  the nearest grid value below.
+- `Int`: the unit interval is cut into one equal bin per integer (or per
+  `step`), the particle's coordinate picks the bin (rounding to the grid).
+- `Choice`: one equal bin per value, in the order the values were declared
+  (ranking), so declare ordered values in order (`[32, 64, 128]`, not
+  `[64, 32, 128]`); for unordered strings the neighbourhood is arbitrary.
+- `Boolean`: `False` below 0.5, `True` from 0.5.
+- `Fixed`: not a coordinate.
+
+The particle keeps its continuous position between trials, so a discrete
+hyperparameter moves once its coordinate crosses a bin boundary.
+"""
+
+import math
+
+import keras_tuner
+import numpy as np
+from keras_tuner.engine.hyperparameters import Fixed
+from keras_tuner.engine.hyperparameters import Float
+from keras_tuner.engine.hyperparameters import HyperParameters
+from keras_tuner.engine.trial import TrialStatus
+
+__all__ = ["PSO", "PSOOracle"]
+
+# Defaults of the randomness study (SPEC §3): Clerc & Kennedy's constriction
+# coefficients, velocities clamped to 20 % of each range.
+DEFAULT_INERTIA = 0.7298
+DEFAULT_COGNITIVE = 1.49618
+DEFAULT_SOCIAL = 1.49618
+DEFAULT_MAX_VELOCITY = 0.2
+_BELOW_ONE = math.nextafter(1.0, 0.0)
+
+
+def _check_nonnegative(name, value):
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"argument `{name}` must be a number >= 0; received {value!r} of type {type(value).__name__}.")
+    if not math.isfinite(float(value)) or float(value) < 0:
+        raise ValueError(f"argument `{name}` must be a finite number >= 0; received {value!r}.")
+    return float(value)
+
+
+def _check_positive_int(name, value, allow_none=False):
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        allowed = "a positive int or None" if allow_none else "a positive int"
+        raise TypeError(f"argument `{name}` must be {allowed}; received {value!r} of type {type(value).__name__}.")
+    if value < 1:
+        raise ValueError(f"argument `{name}` must be >= 1; received {value!r}.")
+    return int(value)
+
+
+class PSOOracle(keras_tuner.Oracle):
+    """Particle-swarm oracle for Keras Tuner (the search behind `PSO`; settings of arXiv:2404.03992).
+
+    Each trial evaluates one particle. Particles take turns: trial `n` moves
+    particle `n mod swarm_size` (asynchronous PSO: each move uses the best
+    position found so far by the whole swarm, including trials that finished
+    since the particle last moved). The first `swarm_size` trials place the
+    particles uniformly at random in `[0, 1]^d` with velocities uniform in
+    `[-max_velocity, max_velocity]`; afterwards, per coordinate,
+
+    `v <- inertia * v + cognitive * r1 * (p - x) + social * r2 * (g - x)`,
+    `v <- clip(v, -max_velocity, max_velocity)`, `x <- x + v`,
+
+    with `r1, r2 ~ U(0, 1)` drawn fresh per coordinate, `p` the particle's own
+    best position and `g` the swarm's best. A coordinate that leaves `[0, 1]`
+    is put back on the boundary and its velocity set to 0. See the module
+    docstring for how positions map to `Float`/`Int`/`Choice`/`Boolean` values.
+
+    If a move produces values already tried (common for discrete spaces once
+    the swarm converges), the particle is re-placed at random, up to 20 times;
+    when every attempt collides the space is treated as exhausted and the
+    search stops, as `RandomSearch` does. Hyperparameters that appear only
+    during the search (declared inside `run_trial`) join the swarm as new
+    coordinates, placed at random. Failed or NaN trials leave the bests
+    unchanged.
+
+    All random draws of trial `n` come from `numpy.random.default_rng([seed, n])`,
+    and positions, velocities, personal and global bests are part of the oracle
+    state written to `oracle.json`, so a search reloaded with `overwrite=False`
+    continues exactly where it stopped.
+
+    Args:
+        objective: as for every Keras Tuner oracle: a metric name,
+            `keras_tuner.Objective` or list of them; optional when the trial
+            returns a single float to minimise.
+        max_trials: maximum number of trials, or None for no limit.
+        swarm_size: number of particles (the study used 10).
+        inertia: inertia weight `w` (the study: 0.7298). Values below 1 make
+            the swarm contract.
+        cognitive: pull `c1` towards the particle's own best (1.49618).
+        social: pull `c2` towards the swarm's best (1.49618).
+        max_velocity: velocity clamp as a fraction of each hyperparameter's
+            range, in `(0, 1]` (the study: 0.2).
+        patience: stop after this many swarm iterations (`patience *
+            swarm_size` completed trials) without improving the best score;
+            None (default) runs to `max_trials`. The study used 5.
+        seed: random seed.
+        hyperparameters: optional `keras_tuner.HyperParameters` to register
+            (or override) the search space in advance.
+        allow_new_entries: whether the hypermodel may request hyperparameters
+            not in `hyperparameters`.
+        tune_new_entries: whether such new hyperparameters are searched.
+        max_retries_per_trial: retries of a crashed trial.
+        max_consecutive_failed_trials: stop after this many failed trials in a
+            row.
+
+    Raises:
+        TypeError: for an argument of the wrong type.
+        ValueError: for `swarm_size` or `max_trials` < 1, a negative or
+            non-finite `inertia`/`cognitive`/`social`, `max_velocity` outside
+            `(0, 1]`, or `patience` < 1.
+
+    Example:
+
+    ```python
+    import keras_tuner
+    from keras_wtrain.tuning import PSOOracle
+
+    oracle = PSOOracle(objective=keras_tuner.Objective("loss", "min"), max_trials=20, swarm_size=5, seed=0)
+    ```
+    """
+
+    _paper_arxiv = "2404.03992"
+
+    def __init__(
+        self,
+        objective=None,
+        max_trials=10,
+        swarm_size=10,
+        inertia=DEFAULT_INERTIA,
+        cognitive=DEFAULT_COGNITIVE,
+        social=DEFAULT_SOCIAL,
+        max_velocity=DEFAULT_MAX_VELOCITY,
+        patience=None,
+        seed=None,
+        hyperparameters=None,
+        allow_new_entries=True,
+        tune_new_entries=True,
+        max_retries_per_trial=0,
+        max_consecutive_failed_trials=3,
+    ):
+        max_trials = _check_positive_int("max_trials", max_trials, allow_none=True)
+        self.swarm_size = _check_positive_int("swarm_size", swarm_size)
+        self.inertia = _check_nonnegative("inertia", inertia)
+        self.cognitive = _check_nonnegative("cognitive", cognitive)
+        self.social = _check_nonnegative("social", social)
+        max_velocity = _check_nonnegative("max_velocity", max_velocity)
+        if not 0.0 < max_velocity <= 1.0:
+            raise ValueError(
+                f"argument `max_velocity` must be in (0, 1] (a fraction of each range); received {max_velocity!r}."
+            )
+        self.max_velocity = max_velocity
+        self.patience = _check_positive_int("patience", patience, allow_none=True)
+        if seed is not None:
+            seed = _check_nonnegative("seed", seed)
+            if seed != int(seed):
+                raise ValueError(f"argument `seed` must be an int >= 0; received {seed!r}.")
+            seed = int(seed)
+        super().__init__(
+            objective=objective,
+            max_trials=max_trials,
+            hyperparameters=hyperparameters,
+            tune_new_entries=tune_new_entries,
+            allow_new_entries=allow_new_entries,
+            seed=seed,
+            max_retries_per_trial=max_retries_per_trial,
+            max_consecutive_failed_trials=max_consecutive_failed_trials,
+        )
+        if seed is not None:  # the base class replaces a seed of 0 by a random one
+            self.seed = self._seed_state = seed
+        self._reset_swarm()
+
+    # ------------------------------------------------------------------ state
+    def _reset_swarm(self):
+        self._positions = [None] * self.swarm_size  # dict name -> coordinate in [0, 1]
+        self._velocities = [None] * self.swarm_size
+        self._best_positions = [None] * self.swarm_size
+        self._best_scores = [None] * self.swarm_size  # minimisation sign
+        self._global_best_position = None
+        self._global_best_score = None
+        self._trial_particles = {}  # trial_id -> {"particle": i, "position": dict}
+        self._num_moves = 0
+        self._num_completed = 0
+        self._last_improvement = 0
+
+    @property
+    def swarm(self):
+        """A snapshot of the swarm: positions, velocities, personal and global bests.
+
+        Scores are in minimisation sign (negated for `direction="max"`).
+
+        Returns:
+            A dict of plain Python values (a copy).
+
+        Example:
+
+        ```python
+        from keras_wtrain.tuning import PSOOracle
+
+        PSOOracle(max_trials=5, swarm_size=2).swarm["global_best_score"]  # None before any trial
+        ```
+        """
+        return {
+            "positions": [dict(p) if p is not None else None for p in self._positions],
+            "velocities": [dict(v) if v is not None else None for v in self._velocities],
+            "best_positions": [dict(p) if p is not None else None for p in self._best_positions],
+            "best_scores": list(self._best_scores),
+            "global_best_position": dict(self._global_best_position) if self._global_best_position else None,
+            "global_best_score": self._global_best_score,
+            "num_moves": self._num_moves,
+            "num_completed": self._num_completed,
+        }
+
+    def get_state(self):
+        state = super().get_state()
+        state["pso"] = {
+            "swarm_size": self.swarm_size,
+            "positions": self._positions,
+            "velocities": self._velocities,
+            "best_positions": self._best_positions,
+            "best_scores": self._best_scores,
+            "global_best_position": self._global_best_position,
+            "global_best_score": self._global_best_score,
+            "trial_particles": self._trial_particles,
+            "num_moves": self._num_moves,
+            "num_completed": self._num_completed,
+            "last_improvement": self._last_improvement,
+        }
+        return state
+
+    def set_state(self, state):
+        super().set_state(state)
+        pso = state["pso"]
+        if pso["swarm_size"] != self.swarm_size:
+            raise ValueError(
+                f"PSO: the saved search used swarm_size={pso['swarm_size']}, this oracle has "
+                f"argument `swarm_size`={self.swarm_size}; use the same value to resume or pass overwrite=True."
+            )
+        self._positions = pso["positions"]
+        self._velocities = pso["velocities"]
+        self._best_positions = pso["best_positions"]
+        self._best_scores = pso["best_scores"]
+        self._global_best_position = pso["global_best_position"]
+        self._global_best_score = pso["global_best_score"]
+        self._trial_particles = pso["trial_particles"]
+        self._num_moves = pso["num_moves"]
+        self._num_completed = pso["num_completed"]
+        self._last_improvement = pso["last_improvement"]
+
+    # --------------------------------------------------------------- encoding
+    def _nonfixed_space(self):
+        return [hp for hp in self.hyperparameters.space if not isinstance(hp, Fixed)]
+
+    def _decode(self, position):
+        """Maps a position (dict name -> [0, 1]) to hyperparameter values (active ones only)."""
+        hps = HyperParameters()
+        for hp in self.hyperparameters.space:
+            hps.merge([hp])
+            if isinstance(hp, Fixed):
+                value = hp.value
+            else:
+                prob = min(max(float(position[hp.name]), 0.0), 1.0)
+                if not isinstance(hp, Float):
+                    prob = min(prob, _BELOW_ONE)  # Int/Choice bins are [a, b): 1.0 would fall off the end
+                value = hp.prob_to_value(prob)
+                if isinstance(value, (np.floating, np.integer)):
+                    value = value.item()
+            if hps.is_active(hp):
+                hps.values[hp.name] = value
+        return hps.values
+
+    def _encode_trial(self, trial):
+        """The position a finished trial really evaluated (proposal, else its values)."""
+        proposed = self._trial_particles[trial.trial_id]["position"]
+        position = {}
+        values = trial.hyperparameters.values
+        for hp in self._nonfixed_space():
+            if hp.name in proposed:
+                position[hp.name] = proposed[hp.name]
+            else:  # the hyperparameter appeared during the trial: it ran at its value or default
+                value = values.get(hp.name, hp.default)
+                try:
+                    position[hp.name] = float(min(max(hp.value_to_prob(value), 0.0), 1.0))
+                except (ValueError, TypeError, ZeroDivisionError):
+                    continue
+        return position
+
+    # --------------------------------------------------------------- movement
+    def _random_particle(self, rng):
+        position, velocity = {}, {}
+        for hp in self._nonfixed_space():
+            position[hp.name] = float(rng.uniform(0.0, 1.0))
+            velocity[hp.name] = float(rng.uniform(-self.max_velocity, self.max_velocity))
+        return position, velocity
+
+    def _move(self, index, rng):
+        position = dict(self._positions[index])
+        velocity = dict(self._velocities[index])
+        own_best = self._best_positions[index] or {}
+        swarm_best = self._global_best_position or {}
+        for hp in self._nonfixed_space():
+            name = hp.name
+            if name not in position:  # a new hyperparameter: random coordinate, random velocity
+                position[name] = float(rng.uniform(0.0, 1.0))
+                velocity[name] = float(rng.uniform(-self.max_velocity, self.max_velocity))
+                continue
+            x = position[name]
+            r1, r2 = rng.uniform(0.0, 1.0, size=2)
+            v = (
+                self.inertia * velocity.get(name, 0.0)
+                + self.cognitive * r1 * (own_best.get(name, x) - x)
+                + self.social * r2 * (swarm_best.get(name, x) - x)
+            )
+            v = min(max(v, -self.max_velocity), self.max_velocity)
+            x = x + v
+            if x < 0.0 or x > 1.0:
+                x, v = min(max(x, 0.0), 1.0), 0.0
+            position[name], velocity[name] = float(x), float(v)
+        return position, velocity
+
+    def _stagnated(self):
+        if self.patience is None or self._num_completed < self.swarm_size:
+            return False
+        return self._num_completed - self._last_improvement >= self.patience * self.swarm_size
+
+    def populate_space(self, trial_id):
+        """Moves the next particle and returns its hyperparameter values.
+
+        Args:
+            trial_id: the id of the trial being created.
+
+        Returns:
+            `{"status": "RUNNING", "values": {...}}`, or `{"status": "STOPPED",
+            "values": None}` when the swarm stagnated (`patience`) or the space
+            is exhausted.
+        """
+        if self._stagnated():
+            return {"status": TrialStatus.STOPPED, "values": None}
+        index = self._num_moves % self.swarm_size
+        rng = np.random.default_rng([int(self.seed), self._num_moves])
+        if self._positions[index] is None:
+            position, velocity = self._random_particle(rng)
+        else:
+            position, velocity = self._move(index, rng)
+        values = self._decode(position)
+        collisions = 0
+        while self._duplicate(values):
+            collisions += 1
+            if collisions > self._max_collisions:
+                return {"status": TrialStatus.STOPPED, "values": None}
+            position, velocity = self._random_particle(rng)
+            values = self._decode(position)
+        self._positions[index] = position
+        self._velocities[index] = velocity
+        self._trial_particles[trial_id] = {"particle": index, "position": dict(position)}
+        self._num_moves += 1
+        return {"status": TrialStatus.RUNNING, "values": values}
+
+    @keras_tuner.synchronized
+    def end_trial(self, trial):
+        """Records a finished trial and updates the particle's and the swarm's bests.
+
+        Args:
+            trial: the finished `keras_tuner.engine.trial.Trial`.
+        """
+        super().end_trial(trial)
+        trial = self.trials[trial.trial_id]
+        if trial.trial_id not in self._trial_particles or trial.status != TrialStatus.COMPLETED:
+            return
+        score = trial.score
+        if score is None or not math.isfinite(score):
+            return
+        score = float(score) if self.objective.direction == "min" else -float(score)
+        index = self._trial_particles[trial.trial_id]["particle"]
+        position = self._encode_trial(trial)
+        self._num_completed += 1
+        if self._best_scores[index] is None or score < self._best_scores[index]:
+            self._best_scores[index] = score
+            self._best_positions[index] = position
+        if self._global_best_score is None or score < self._global_best_score:
+            self._global_best_score = score
+            self._global_best_position = dict(position)
+            self._last_improvement = self._num_completed
+        self.save()
+
+
+class PSO(keras_tuner.Tuner):
+    """Particle-swarm optimisation tuner for Keras Tuner (used in arXiv:2404.03992).
+
+    A drop-in alternative to `keras_tuner.RandomSearch`: same hypermodel,
+    objective, `directory`/`project_name`/`overwrite` handling and `search`
+    call, with the hyperparameters chosen by a particle swarm
+    (`PSOOracle`; see there for the update rule and the encoding of
+    `Float`/`Int`/`Choice`/`Boolean` hyperparameters into `[0, 1]`). Defaults
+    follow the randomness study (Altarabichi et al., "Rolling the dice for
+    better deep learning performance", arXiv:2404.03992): 10 particles,
+    inertia 0.7298, `c1 = c2 = 1.49618`, velocities clamped to 20 % of each
+    range. Its "stop after 5 iterations without improvement" is
+    `patience=5` (off by default).
+
+    A search interrupted part way resumes from `directory/project_name` when
+    the tuner is created again with `overwrite=False` (Keras Tuner's default):
+    the trial count and the swarm (positions, velocities, bests) continue.
+
+    Args:
+        hypermodel: a `keras_tuner.HyperModel` (e.g.
+            `keras_wtrain.tuning.HyperModel`) or a function `build(hp)`;
+            optional when `run_trial` is overridden.
+        objective: metric to optimise (e.g. `"val_accuracy"` or a
+            `keras_tuner.Objective`); optional when the trial returns a float
+            to minimise.
+        max_trials: total number of trials (model configurations).
+        swarm_size: number of particles.
+        inertia: inertia weight, >= 0.
+        cognitive: pull towards each particle's own best, >= 0.
+        social: pull towards the swarm's best, >= 0.
+        max_velocity: velocity clamp, a fraction of each range in `(0, 1]`.
+        patience: stop after this many swarm iterations without improvement
+            (None: never).
+        seed: random seed.
+        hyperparameters: optional `keras_tuner.HyperParameters` registered in
+            advance.
+        tune_new_entries: whether hyperparameters requested by the hypermodel
+            but absent from `hyperparameters` are searched.
+        allow_new_entries: whether the hypermodel may request new entries.
+        max_retries_per_trial: retries of a crashed trial.
+        max_consecutive_failed_trials: stop after this many failures in a row.
+        **kwargs: `keras_tuner.Tuner` arguments: `directory`, `project_name`,
+            `overwrite`, `executions_per_trial`, `distribution_strategy`, ...
+
+    Raises:
+        TypeError: for an argument of the wrong type.
+        ValueError: for an argument out of range (see `PSOOracle`).
+
+    Example:
+
+    ```python
+    import keras_tuner
+    from keras_wtrain.tuning import PSO
+
+    class Sphere(PSO):
+        def run_trial(self, trial, *args, **kwargs):
+            hp = trial.hyperparameters
+            return (hp.Float("x", -5.0, 5.0) - 1.0) ** 2  # minimised
+
+    tuner = Sphere(max_trials=20, swarm_size=5, seed=0, directory="/tmp/pso_example", overwrite=True)
+    tuner.search(verbose=0)
+    print(tuner.get_best_hyperparameters()[0].get("x"))
+    ```
+    """
+
+    _paper_arxiv = "2404.03992"
+
+    def __init__(
+        self,
+        hypermodel=None,
+        objective=None,
+        max_trials=10,
+        swarm_size=10,
+        inertia=DEFAULT_INERTIA,
+        cognitive=DEFAULT_COGNITIVE,
+        social=DEFAULT_SOCIAL,
+        max_velocity=DEFAULT_MAX_VELOCITY,
+        patience=None,
+        seed=None,
+        hyperparameters=None,
+        tune_new_entries=True,
+        allow_new_entries=True,
+        max_retries_per_trial=0,
+        max_consecutive_failed_trials=3,
+        **kwargs,
+    ):
+        self.seed = seed
+        oracle = PSOOracle(
+            objective=objective,
+            max_trials=max_trials,
+            swarm_size=swarm_size,
+            inertia=inertia,
+            cognitive=cognitive,
+            social=social,
+            max_velocity=max_velocity,
+            patience=patience,
+            seed=seed,
+            hyperparameters=hyperparameters,
+            tune_new_entries=tune_new_entries,
+            allow_new_entries=allow_new_entries,
+            max_retries_per_trial=max_retries_per_trial,
+            max_consecutive_failed_trials=max_consecutive_failed_trials,
+        )
+        super().__init__(oracle, hypermodel, **kwargs)
+
+    def _configure_tensorboard_dir(self, callbacks, trial, execution=0):
+        # keras-tuner 1.4.8 imports `tensorboard` for every trial under the TensorFlow backend, but
+        # TensorFlow >= 2.20 no longer installs it; it is only needed when a TensorBoard callback is passed.
+        if not any(callback.__class__.__name__ == "TensorBoard" for callback in callbacks):
+            return
+        super()._configure_tensorboard_dir(callbacks, trial, execution)
