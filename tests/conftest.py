@@ -57,9 +57,14 @@ def digits():
     return load_digits()
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def two_cpu_strategy():
-    """A MirroredStrategy over the two logical CPU devices set up above."""
+    """A MirroredStrategy over the two logical CPU devices set up above.
+
+    One per process: several MirroredStrategy objects with collective all-reduce
+    in one process reuse collective instance keys and fail with "Shape mismatch
+    in the collective instance".
+    """
     import tensorflow as tf
 
     devices = [d.name for d in tf.config.list_logical_devices("CPU")][:2]
