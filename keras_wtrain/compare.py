@@ -25,6 +25,10 @@ TECHNIQUES = (
     "shadow",
     "loss-noise",
     "grad-dropout",
+    "sewa",
+    "swa",
+    "lawa",
+    "ema",
     "optimum-shift",
 )
 
@@ -112,6 +116,25 @@ def _technique_setup(technique, kind, data, epochs, batch_size):
             model = wrap(model, loss_noise=LossNoise())
         else:
             model = wrap(model, gradient_dropout=GradientDropout())
+    if technique in ("sewa", "swa", "lawa", "ema"):
+        from keras_wtrain.callbacks import SelectiveWeightAveraging
+
+        # Same trajectory shape for all four: T checkpoints spread over the second half of training
+        # (as benchmarks/weight_averaging.py does), K = T / 2.
+        total = epochs * math.ceil(len(data.x_train) / batch_size)
+        num_checkpoints = min(20, max(2, total // 2))
+        every = max(1, (total // 2) // num_checkpoints)
+        callbacks.append(
+            SelectiveWeightAveraging(
+                k=max(1, num_checkpoints // 2),
+                num_checkpoints=num_checkpoints,
+                start=max(0, total - num_checkpoints * every),
+                every_n_steps=every,
+                strategy=technique,
+                selection_data=(data.x_train, data.y_train),
+                seed=0,
+            )
+        )
     if technique == "optimum-shift":
         from keras_wtrain.callbacks import OptimumShifting
 

@@ -20,6 +20,10 @@ TECHNIQUES = (
     "shadow",
     "loss-noise",
     "grad-dropout",
+    "sewa",
+    "swa",
+    "lawa",
+    "ema",
     "optimum-shift",
 )
 DEFAULTS = {"dataset": "mnist5k", "model": "cnn", "seeds": 3, "epochs": 6, "train_size": 1000, "batch_size": 64}

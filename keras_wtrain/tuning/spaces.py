@@ -172,8 +172,8 @@ class TechniqueConfig:
 
         name = self.shadow["transform"]
         strength = float(self.shadow["strength"])
-        shift = transforms.RandomShift(fraction=strength)
-        crop = transforms.RandomCropStretch(min_scale=1.0 - strength)
+        shift = transforms.RandomTranslate(max_shift=strength)
+        crop = transforms.RandomResizedCrop(scale=(1.0 - strength, 1.0))
         if name == "shift":
             return shift
         if name == "crop_stretch":
@@ -260,15 +260,15 @@ class TechniqueConfig:
         """The training callbacks of the chosen techniques.
 
         Args:
-            data: `(x, y)` training arrays for optimum shifting (it needs a
-                batch of training inputs covering every class); ignored
-                otherwise.
+            data: `(x, y)` training arrays for SeWA's selection and
+                optimum shifting (a batch of training inputs covering every
+                class); ignored when neither is chosen.
 
         Returns:
             A list of callbacks (SeWA, optimum shifting), possibly empty.
 
         Raises:
-            ValueError: if optimum shifting is chosen and `data` is None.
+            ValueError: if SeWA or optimum shifting is chosen and `data` is None.
 
         Example:
 
@@ -276,15 +276,26 @@ class TechniqueConfig:
         import keras_tuner
         from keras_wtrain.tuning import search_space
 
-        search_space(keras_tuner.HyperParameters(), techniques=("sewa",)).callbacks()
+        import numpy as np
+
+        data = (np.zeros((64, 8), "float32"), np.arange(64) % 4)
+        search_space(keras_tuner.HyperParameters(), techniques=("sewa",)).callbacks(data)
         ```
         """
         callbacks = []
         if self.sewa_k is not None:
             from keras_wtrain.callbacks.weight_averaging import SelectiveWeightAveraging
 
+            if data is None:
+                raise ValueError("SeWA was chosen but argument `data` is None: pass (x, y) training arrays.")
             callbacks.append(
-                SelectiveWeightAveraging(k=self.sewa_k, num_checkpoints=self.sewa_checkpoints, strategy="sewa")
+                SelectiveWeightAveraging(
+                    k=self.sewa_k,
+                    num_checkpoints=self.sewa_checkpoints,
+                    strategy="sewa",
+                    selection_data=data,
+                    seed=self.seed,
+                )
             )
         if self.optimum_shifting:
             if data is None:
@@ -421,8 +432,8 @@ class HyperModel(keras_tuner.HyperModel):
             compiled `keras.Model`.
         techniques: technique names (see `search_space`).
         shifting_batch_size: number of training examples given to optimum
-            shifting (drawn from the start of the training data; must cover
-            every class).
+            shifting and to SeWA's selection (drawn from the start of the
+            training data; must cover every class).
         seed: seed for the shadow-weight layers.
         schedule_steps: length, in training steps, of the `"linear_decay"`
             loss-noise schedule (see `search_space`).
@@ -506,7 +517,7 @@ class HyperModel(keras_tuner.HyperModel):
         """
         config = search_space(hp, self.techniques, seed=self.seed, schedule_steps=self.schedule_steps)
         data = None
-        if config.optimum_shifting:
+        if config.optimum_shifting or config.sewa_k is not None:
             x = args[0] if args else kwargs.get("x")
             y = args[1] if len(args) > 1 else kwargs.get("y")
             data = _first_batch(x, y, self.shifting_batch_size)

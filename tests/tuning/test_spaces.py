@@ -1,7 +1,5 @@
 """search_space ranges, TechniqueConfig, and keras_wtrain.tuning.HyperModel with real Keras Tuner searches."""
 
-import importlib.util
-
 import keras
 import keras_tuner
 import numpy as np
@@ -13,27 +11,6 @@ from keras_wtrain.tuning.pso import PSO
 from keras_wtrain.tuning.spaces import TECHNIQUES
 from keras_wtrain.tuning.spaces import HyperModel
 from keras_wtrain.tuning.spaces import search_space
-
-
-def _has(module):
-    try:
-        return importlib.util.find_spec(module) is not None
-    except ModuleNotFoundError:
-        return False
-
-
-needs_training = pytest.mark.skipif(
-    not _has("keras_wtrain.training.model"), reason="keras_wtrain.training.model not there"
-)
-needs_sewa = pytest.mark.skipif(
-    not _has("keras_wtrain.callbacks.weight_averaging"), reason="keras_wtrain.callbacks.weight_averaging not there"
-)
-needs_shifting = pytest.mark.skipif(
-    not _has("keras_wtrain.callbacks.optimum_shifting"), reason="keras_wtrain.callbacks.optimum_shifting not there"
-)
-needs_shadow = pytest.mark.skipif(
-    not _has("keras_wtrain.layers.shadow_weights"), reason="keras_wtrain.layers.shadow_weights not there"
-)
 
 
 def _compile(model):
@@ -167,7 +144,6 @@ def test_hypermodel_search_with_weight_normalization(mnist5k, tmp_path):
     assert history.history["loss"][-1] < history.history["loss"][0]
 
 
-@needs_training
 @pytest.mark.tensorflow_only
 def test_hypermodel_applies_loss_noise_and_gradient_dropout(mnist5k):
     from keras_wtrain.training.model import Model
@@ -201,8 +177,6 @@ def test_hypermodel_applies_loss_noise_and_gradient_dropout(mnist5k):
     assert np.isfinite(history.history["loss"][-1])
 
 
-@needs_sewa
-@needs_shifting
 @pytest.mark.tensorflow_only
 def test_hypermodel_fit_adds_sewa_and_optimum_shifting_and_rescores(mnist5k):
     from keras_wtrain.callbacks.optimum_shifting import OptimumShifting
@@ -232,7 +206,6 @@ def test_hypermodel_fit_adds_sewa_and_optimum_shifting_and_rescores(mnist5k):
     assert results["val_accuracy"] == pytest.approx(accuracy)
 
 
-@needs_shadow
 @pytest.mark.tensorflow_only
 def test_shadow_weights_wrap_only_kxk_convolutions():
     from keras_wtrain.layers.shadow_weights import ShadowWeights
