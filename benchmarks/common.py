@@ -31,7 +31,9 @@ def machine():
 
         info["tensorflow"] = tf.__version__
         gpus = tf.config.list_physical_devices("GPU")
-        info["device"] = ", ".join(tf.config.experimental.get_device_details(g).get("device_name", g.name) for g in gpus) or "CPU"
+        info["device"] = (
+            ", ".join(tf.config.experimental.get_device_details(g).get("device_name", g.name) for g in gpus) or "CPU"
+        )
     except ImportError:
         info["device"] = "CPU"
     return info

@@ -16,7 +16,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import keras  # noqa: E402
-import numpy as np  # noqa: E402
 from common import interleaved_step_times  # noqa: E402
 from common import write_results  # noqa: E402
 
@@ -57,12 +56,26 @@ def torch_ratio(kind, x, y, batch_size, steps, repeats):
         torch.manual_seed(0)
         w = weight_norm if wrap else (lambda m: m)
         if kind == "mlp":
-            net = nn.Sequential(nn.Flatten(), w(nn.Linear(784, 512)), nn.ReLU(), w(nn.Linear(512, 512)), nn.ReLU(), w(nn.Linear(512, 10)))
+            net = nn.Sequential(
+                nn.Flatten(),
+                w(nn.Linear(784, 512)),
+                nn.ReLU(),
+                w(nn.Linear(512, 512)),
+                nn.ReLU(),
+                w(nn.Linear(512, 10)),
+            )
         else:
             net = nn.Sequential(
-                w(nn.Conv2d(1, 32, 3, padding=1)), nn.ReLU(), nn.MaxPool2d(2),
-                w(nn.Conv2d(32, 64, 3, padding=1)), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
-                w(nn.Linear(64 * 7 * 7, 128)), nn.ReLU(), w(nn.Linear(128, 10)),
+                w(nn.Conv2d(1, 32, 3, padding=1)),
+                nn.ReLU(),
+                nn.MaxPool2d(2),
+                w(nn.Conv2d(32, 64, 3, padding=1)),
+                nn.ReLU(),
+                nn.MaxPool2d(2),
+                nn.Flatten(),
+                w(nn.Linear(64 * 7 * 7, 128)),
+                nn.ReLU(),
+                w(nn.Linear(128, 10)),
             )
         return net, torch.optim.Adam(net.parameters(), 1e-3)
 
@@ -87,7 +100,12 @@ def torch_ratio(kind, x, y, batch_size, steps, repeats):
         for k, (net, opt) in nets.items():
             times[k].append(epoch(net, opt, steps))
     med = {k: statistics.median(v) for k, v in times.items()}
-    return {"plain_s": med["plain"], "weight_norm_s": med["weight_norm"], "ratio": med["weight_norm"] / med["plain"], "torch": torch.__version__}
+    return {
+        "plain_s": med["plain"],
+        "weight_norm_s": med["weight_norm"],
+        "ratio": med["weight_norm"] / med["plain"],
+        "torch": torch.__version__,
+    }
 
 
 def main(argv=None):
@@ -115,7 +133,9 @@ def main(argv=None):
         "|---|---|---|---|---|---|",
     ]
     for kind, e in results["models"].items():
-        torch_cell = f"{e['torch']['ratio']:.3f} (torch {e['torch']['torch']}, eager)" if e["torch"] else "torch not installed"
+        torch_cell = (
+            f"{e['torch']['ratio']:.3f} (torch {e['torch']['torch']}, eager)" if e["torch"] else "torch not installed"
+        )
         lines.append(
             f"| {kind} | {1e3 * e['plain_s']:.2f} | {1e3 * e['weightnorm_s']:.2f} | {e['ratio']:.3f} | "
             f"≤ {e['target_ratio']:.2f} {'✓' if e['meets_target'] else '✗'} | {torch_cell} |"

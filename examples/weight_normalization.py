@@ -57,7 +57,8 @@ def main():
     # 4. Fold back to plain Keras layers for serving: same outputs, no keras_wtrain layers.
     plain = keras_wtrain.fold_weight_normalization(model)
     difference = np.abs(plain.predict(data.x_test, verbose=0) - model.predict(data.x_test, verbose=0)).max()
-    print(f"folded model: max |difference| = {difference:.2e}, layers = {[type(l).__name__ for l in plain.layers]}")
+    kinds = [type(layer).__name__ for layer in plain.layers]
+    print(f"folded model: max |difference| = {difference:.2e}, layers = {kinds}")
 
     # 5. Both models save to and load from .keras files.
     with tempfile.TemporaryDirectory() as directory:

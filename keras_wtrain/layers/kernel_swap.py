@@ -16,10 +16,9 @@ caller. When an outer stateless scope is active (JAX's stateless train step),
 the inner layer's other variables are looked up there so gradients reach them.
 """
 
+import keras
 from keras.src.backend.common.stateless_scope import get_stateless_scope
 from keras.src.backend.common.stateless_scope import in_stateless_scope
-
-import keras
 
 
 def call_with_replaced_variables(owner, layer, replacements, *args, **kwargs):

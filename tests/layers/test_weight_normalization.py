@@ -104,11 +104,17 @@ def test_recurrent_layers_normalise_kernel_and_recurrent_kernel(rnn, rng):
     _randomise(layer, rng)
     cell = layer.layer.cell
     assert len(layer.g_weights) == 2
-    kernels = [np_weight_norm(k.numpy(), g.numpy(), (0,)) for k, g in zip((cell.kernel, cell.recurrent_kernel), layer.g_weights)]
+    kernels = [
+        np_weight_norm(k.numpy(), g.numpy(), (0,))
+        for k, g in zip((cell.kernel, cell.recurrent_kernel), layer.g_weights)
+    ]
     reference = rnn(4)
     reference.build(x.shape)
     reference.set_weights(
-        [kernels[0] if w is cell.kernel else kernels[1] if w is cell.recurrent_kernel else w.numpy() for w in layer.layer.weights]
+        [
+            kernels[0] if w is cell.kernel else kernels[1] if w is cell.recurrent_kernel else w.numpy()
+            for w in layer.layer.weights
+        ]
     )
     np.testing.assert_allclose(layer(x).numpy(), reference(x).numpy(), atol=1e-5)
     with tf.GradientTape() as tape:
@@ -185,7 +191,9 @@ def test_fold_returns_plain_equal_model(digits):
     model.fit(digits.x_train[:256], digits.y_train[:256], epochs=1, verbose=0)
     folded = keras_wtrain.fold_weight_normalization(model)
     assert not any(type(layer).__module__.startswith("keras_wtrain") for layer in folded._flatten_layers())
-    np.testing.assert_allclose(folded.predict(digits.x_test, verbose=0), model.predict(digits.x_test, verbose=0), atol=1e-5)
+    np.testing.assert_allclose(
+        folded.predict(digits.x_test, verbose=0), model.predict(digits.x_test, verbose=0), atol=1e-5
+    )
     # A functional model with a nested Sequential folds too.
     inputs = keras.Input((8, 8, 1))
     outer = keras.Model(inputs, keras.layers.Softmax()(model(inputs)))
@@ -270,9 +278,7 @@ def test_mirrored_strategy_two_devices(two_cpu_strategy, digits):
 
 def test_mnist5k_cnn_reaches_95_percent(mnist5k):
     keras.utils.set_random_seed(0)
-    model = keras_wtrain.models.build_model(
-        "cnn", (28, 28, 1), 10, wrap=lambda layer: WeightNormalization(layer)
-    )
+    model = keras_wtrain.models.build_model("cnn", (28, 28, 1), 10, wrap=lambda layer: WeightNormalization(layer))
     keras_wtrain.initialize_weight_normalization(model, mnist5k.x_train[:500])
     model.compile(
         keras.optimizers.Adam(1e-3),

@@ -31,7 +31,9 @@ def test_forward_matches_numpy_and_fit_trains_g_and_v(digits):
     assert history.history["loss"][-1] < history.history["loss"][0]
     assert not np.allclose(v, dense.layer.kernel.numpy()) and not np.allclose(g, dense.g_weights[0].numpy())
     folded = keras_wtrain.fold_weight_normalization(model)
-    np.testing.assert_allclose(folded.predict(digits.x_test, verbose=0), model.predict(digits.x_test, verbose=0), atol=1e-5)
+    np.testing.assert_allclose(
+        folded.predict(digits.x_test, verbose=0), model.predict(digits.x_test, verbose=0), atol=1e-5
+    )
 
 
 def test_data_parallel_two_host_devices(digits):
