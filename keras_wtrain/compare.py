@@ -339,9 +339,11 @@ def compare(
     if "baseline" not in techniques:
         techniques.insert(0, "baseline")
     runs = []
+    started = time.perf_counter()
     for seed in range(seeds):
         for technique in techniques:
             runs.append(run_one(technique, data, model, seed, epochs, batch_size, progress))
+    total_wall = time.perf_counter() - started
     summary = summarize(runs, techniques)
     results = {
         "config": {
@@ -354,6 +356,7 @@ def compare(
             "validation_size": int(len(data.x_val)),
             "test_size": int(len(data.x_test)),
             "batch_size": batch_size,
+            "total_wall_time_s": total_wall,
         },
         "environment": environment(),
         "summary": summary,
@@ -366,7 +369,8 @@ def compare(
         f"# keras-wtrain compare: {data.name}, {model}",
         "",
         f"{seeds} seed(s) × {len(techniques)} technique(s), {epochs} epochs, {len(data.x_train)} training examples, "
-        f"batch {batch_size}; test set of {len(data.x_test)} examples, evaluated once after training.",
+        f"batch {batch_size}; test set of {len(data.x_test)} examples, evaluated once after training; "
+        f"all runs together took {total_wall / 60:.1f} minutes.",
         f"Machine: {env['platform']}, {env['cpu_count']} CPUs; Keras {env['keras']} ({env['backend']}); {env['date']}.",
         "",
         "Cells are mean ± std [95% confidence-interval half-width, t-distribution over seeds]. The accuracy "

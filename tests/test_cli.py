@@ -59,6 +59,23 @@ def test_bad_input_is_one_line_and_exit_code_2(args, fragment):
     assert "Traceback" not in result.stderr
 
 
+def test_tfds_dataset_missing_offline_is_a_clear_error(tmp_path):
+    # An empty TFDS data directory: what a machine without prepared CIFAR-10 has.
+    result = _cli(
+        "--dataset",
+        "tfds:cifar10",
+        "--quick",
+        "--out",
+        str(tmp_path / "out"),
+        env={"TFDS_DATA_DIR": str(tmp_path / "tfds")},
+    )
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("keras-wtrain: error: TFDS dataset 'cifar10' is not available locally")
+    assert "tfds build cifar10" in last
+
+
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory):
     """One `keras-wtrain compare --quick` over every technique (the README's main job, smoke size)."""
@@ -76,6 +93,8 @@ def test_quick_writes_results_table_and_plots(quick_run):
     assert results["config"]["techniques"] == list(compare_module.TECHNIQUES)
     assert results["config"]["seeds"] == 1 and results["config"]["epochs"] == 2
     assert results["config"]["train_size"] == 300
+    # the whole comparison's wall time covers every run's own wall time
+    assert results["config"]["total_wall_time_s"] >= sum(r["wall_time_s"] for r in results["runs"])
     assert set(results["summary"]) == set(compare_module.TECHNIQUES)
     for technique, entry in results["summary"].items():
         assert set(entry) >= {"n", "test_accuracy", "test_loss", "wall_time_s", "peak_rss_mib", "step_time_ratio"}
