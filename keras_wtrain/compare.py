@@ -33,7 +33,7 @@ TECHNIQUES = (
 )
 
 # Defaults of a full run (no flags) and of --quick.
-DEFAULTS = {"dataset": "mnist5k", "model": "cnn", "seeds": 3, "epochs": 6, "train_size": 1000, "batch_size": 64}
+DEFAULTS = {"dataset": "mnist5k", "model": "cnn", "seeds": 5, "epochs": 6, "train_size": 1000, "batch_size": 64}
 QUICK = {"seeds": 1, "epochs": 2, "train_size": 300}
 
 
@@ -295,7 +295,7 @@ def compare(
     dataset="mnist5k",
     model="cnn",
     techniques=TECHNIQUES,
-    seeds=3,
+    seeds=5,
     epochs=6,
     train_size=1000,
     batch_size=64,

@@ -26,7 +26,7 @@ TECHNIQUES = (
     "ema",
     "optimum-shift",
 )
-DEFAULTS = {"dataset": "mnist5k", "model": "cnn", "seeds": 3, "epochs": 6, "train_size": 1000, "batch_size": 64}
+DEFAULTS = {"dataset": "mnist5k", "model": "cnn", "seeds": 5, "epochs": 6, "train_size": 1000, "batch_size": 64}
 QUICK = {"seeds": 1, "epochs": 2, "train_size": 300}
 MODELS = ("cnn", "mlp", "resnet-small")
 EMBEDDED_DATASETS = ("mnist5k", "digits")
