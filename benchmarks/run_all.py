@@ -33,7 +33,14 @@ from common import write_results  # noqa: E402
 
 ROOT = HERE.parent
 DOCS = ROOT / "docs"
-SCRIPTS = ("weight_normalization", "shadow_weights", "randomness", "weight_averaging", "optimum_shifting")
+SCRIPTS = (
+    "weight_normalization",
+    "shadow_weights",
+    "randomness",
+    "gradient_dropout_rng",
+    "weight_averaging",
+    "optimum_shifting",
+)
 STEP_TECHNIQUES = ("weightnorm", "shadow", "loss-noise", "grad-dropout")
 TARGETS = {"weightnorm": 1.10, "shadow": 1.10, "loss-noise": 1.02, "grad-dropout": 1.10}
 
@@ -236,6 +243,7 @@ def write_docs_page():
         "weight_normalization": "Weight normalization (and PyTorch's weight_norm for reference)",
         "shadow_weights": "Shadow weights (WAS): overhead, AOM and DOM accuracy",
         "randomness": "Loss noise and gradient dropout",
+        "gradient_dropout_rng": "Gradient dropout: what the random draw costs",
         "weight_averaging": "SeWA, SWA, LAWA and EMA",
         "optimum_shifting": "Optimum shifting",
     }

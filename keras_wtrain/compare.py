@@ -292,13 +292,13 @@ def environment():
 
 
 def compare(
-    dataset="mnist5k",
-    model="cnn",
+    dataset=DEFAULTS["dataset"],
+    model=DEFAULTS["model"],
     techniques=TECHNIQUES,
-    seeds=5,
-    epochs=6,
-    train_size=1000,
-    batch_size=64,
+    seeds=DEFAULTS["seeds"],
+    epochs=DEFAULTS["epochs"],
+    train_size=DEFAULTS["train_size"],
+    batch_size=DEFAULTS["batch_size"],
     out="runs/compare",
     progress=True,
     data=None,
