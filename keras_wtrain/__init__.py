@@ -1,33 +1,58 @@
-"""keras-wtrain: weight-space training techniques for Keras 3."""
+"""keras-wtrain: weight-space training techniques for Keras 3.
 
-from keras_wtrain import callbacks
-from keras_wtrain import data
-from keras_wtrain import layers
-from keras_wtrain import models
-from keras_wtrain import training
-from keras_wtrain import tuning
-from keras_wtrain.layers.shadow_weights import set_weight_mode
-from keras_wtrain.layers.weight_normalization import fold_weight_normalization
-from keras_wtrain.layers.weight_normalization import initialize_weight_normalization
-from keras_wtrain.training.model import Model
-from keras_wtrain.training.model import wrap
-from keras_wtrain.training.randomness import GradientDropout
-from keras_wtrain.training.randomness import LossNoise
+Every public name is loaded on first use (module `__getattr__`), so
+`import keras_wtrain` is cheap and imports neither Keras nor TensorFlow: the
+command line (`keras_wtrain.cli`) answers `--help` and bad arguments before
+any backend starts.
+
+Example:
+
+```python
+import keras
+import keras_wtrain
+
+layer = keras_wtrain.layers.WeightNormalization(keras.layers.Dense(4))
+model = keras.Sequential([keras.Input((3,)), layer])
+```
+"""
+
+import importlib
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "GradientDropout",
-    "LossNoise",
-    "Model",
-    "callbacks",
-    "data",
-    "fold_weight_normalization",
-    "initialize_weight_normalization",
-    "layers",
-    "models",
-    "set_weight_mode",
-    "training",
-    "tuning",
-    "wrap",
-]
+# name -> (module, attribute or None for the module itself)
+_LAZY = {
+    "callbacks": ("keras_wtrain.callbacks", None),
+    "data": ("keras_wtrain.data", None),
+    "data_adapters": ("keras_wtrain.data_adapters", None),
+    "layers": ("keras_wtrain.layers", None),
+    "models": ("keras_wtrain.models", None),
+    # TEMP "optimizers": ("keras_wtrain.optimizers", None),
+    "rng": ("keras_wtrain.rng", None),
+    "training": ("keras_wtrain.training", None),
+    "tuning": ("keras_wtrain.tuning", None),
+    "validation": ("keras_wtrain.validation", None),
+    "GradientDropout": ("keras_wtrain.training.randomness", "GradientDropout"),
+    "LossNoise": ("keras_wtrain.training.randomness", "LossNoise"),
+    "Model": ("keras_wtrain.training.model", "Model"),
+    "fold_weight_normalization": ("keras_wtrain.layers.weight_normalization", "fold_weight_normalization"),
+    "initialize_weight_normalization": ("keras_wtrain.layers.weight_normalization", "initialize_weight_normalization"),
+    "set_weight_mode": ("keras_wtrain.layers.shadow_weights", "set_weight_mode"),
+    "wrap": ("keras_wtrain.training.model", "wrap"),
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name):
+    if name not in _LAZY:
+        raise AttributeError(f"module 'keras_wtrain' has no attribute {name!r}")
+    module_name, attribute = _LAZY[name]
+    module = importlib.import_module(module_name)
+    value = module if attribute is None else getattr(module, attribute)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))

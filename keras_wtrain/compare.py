@@ -19,22 +19,11 @@ import time
 import keras
 import numpy as np
 
-TECHNIQUES = (
-    "baseline",
-    "weightnorm",
-    "shadow",
-    "loss-noise",
-    "grad-dropout",
-    "sewa",
-    "swa",
-    "lawa",
-    "ema",
-    "optimum-shift",
-)
+from keras_wtrain.compare_settings import DEFAULTS
+from keras_wtrain.compare_settings import QUICK  # noqa: F401  (re-exported)
+from keras_wtrain.compare_settings import TECHNIQUES
 
-# Defaults of a full run (no flags) and of --quick.
-DEFAULTS = {"dataset": "mnist5k", "model": "cnn", "seeds": 5, "epochs": 6, "train_size": 1000, "batch_size": 64}
-QUICK = {"seeds": 1, "epochs": 2, "train_size": 300}
+__all__ = ["StepTimer", "compare", "markdown_table", "summarize"]
 
 
 class StepTimer(keras.callbacks.Callback):
@@ -43,6 +32,20 @@ class StepTimer(keras.callbacks.Callback):
     The interval covers the step itself and every other callback's per-batch
     work, so callback-based techniques are charged for what they cost. The
     first epoch (tracing/compilation) is excluded from `median_step_s`.
+
+    Example:
+
+    ```python
+    import keras
+    import numpy as np
+    from keras_wtrain.compare import StepTimer
+
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
+    model.compile("sgd", "mse")
+    timer = StepTimer()
+    model.fit(np.ones((32, 4)), np.ones((32, 1)), batch_size=8, epochs=2, verbose=0, callbacks=[timer])
+    print(len(timer.intervals), timer.median_step_s)  # 4 intervals from the second epoch
+    ```
     """
 
     def __init__(self):
@@ -188,7 +191,32 @@ def _interval(values):
 
 
 def summarize(runs, techniques):
-    """Aggregates per-technique statistics; differences are paired by seed against the baseline."""
+    """Aggregates per-technique statistics; differences are paired by seed against the baseline.
+
+    Args:
+        runs: one dict per run (`technique`, `seed`, `test_accuracy`, `test_loss`, `wall_time_s`,
+            `peak_rss_mib`, `step_time_s`).
+        techniques: the technique names, in table order.
+
+    Returns:
+        `{technique: {statistic: {"mean", "std", "ci95"}}}`.
+
+    Example:
+
+    ```python
+    from keras_wtrain.compare import markdown_table, summarize
+
+    runs = [
+        {"technique": t, "seed": s, "test_accuracy": a, "test_loss": 0.3, "wall_time_s": 10.0,
+         "peak_rss_mib": 900.0, "step_time_s": st}
+        for t, s, a, st in [("baseline", 0, 0.90, 0.010), ("baseline", 1, 0.92, 0.010),
+                            ("weightnorm", 0, 0.91, 0.011), ("weightnorm", 1, 0.94, 0.011)]
+    ]
+    summary = summarize(runs, ["baseline", "weightnorm"])
+    print(summary["weightnorm"]["accuracy_diff_vs_baseline"]["mean"])  # 0.015
+    print("\\n".join(markdown_table(summary)))
+    ```
+    """
     by_technique = {t: [r for r in runs if r["technique"] == t] for t in techniques}
     baseline = {r["seed"]: r for r in by_technique.get("baseline", [])}
     summary = {}
@@ -217,7 +245,30 @@ def _fmt(stat, scale=1.0, digits=2):
 
 
 def markdown_table(summary):
-    """The results table: mean ± std [95% CI half-width] over seeds."""
+    """The results table: mean ± std [95% CI half-width] over seeds.
+
+    Args:
+        summary: the output of `summarize`.
+
+    Returns:
+        The markdown table as a list of lines.
+
+    Example:
+
+    ```python
+    from keras_wtrain.compare import markdown_table, summarize
+
+    runs = [
+        {"technique": t, "seed": s, "test_accuracy": a, "test_loss": 0.3, "wall_time_s": 10.0,
+         "peak_rss_mib": 900.0, "step_time_s": st}
+        for t, s, a, st in [("baseline", 0, 0.90, 0.010), ("baseline", 1, 0.92, 0.010),
+                            ("weightnorm", 0, 0.91, 0.011), ("weightnorm", 1, 0.94, 0.011)]
+    ]
+    summary = summarize(runs, ["baseline", "weightnorm"])
+    print(summary["weightnorm"]["accuracy_diff_vs_baseline"]["mean"])  # 0.015
+    print("\\n".join(markdown_table(summary)))
+    ```
+    """
     lines = [
         "| technique | seeds | test accuracy (%) | Δ accuracy vs baseline (pts, paired) | test loss | wall time (s) "
         "| step-time ratio | peak RSS (MiB) |",

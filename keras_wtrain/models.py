@@ -2,7 +2,9 @@
 
 import keras
 
-MODEL_KINDS = ("cnn", "mlp", "resnet-small")
+from keras_wtrain.compare_settings import MODEL_KINDS
+
+__all__ = ["MODEL_KINDS", "build_model"]
 
 
 def _identity(layer):

@@ -9,9 +9,8 @@ import sys
 
 import pytest
 
-import keras_wtrain_cli
+from keras_wtrain import cli as cli_module
 from keras_wtrain import compare as compare_module
-from keras_wtrain import data as data_module
 
 
 def _cli(*args, env=None):
@@ -19,7 +18,7 @@ def _cli(*args, env=None):
     environment = dict(os.environ, **(env or {}))
     environment.pop("TF_CPP_MIN_LOG_LEVEL", None)  # the errors must be clean without it
     return subprocess.run(
-        [sys.executable, "-m", "keras_wtrain_cli", "compare", *args],
+        [sys.executable, "-m", "keras_wtrain.cli", "compare", *args],
         capture_output=True,
         text=True,
         env=environment,
@@ -27,15 +26,33 @@ def _cli(*args, env=None):
     )
 
 
-def test_launcher_names_agree_with_the_library():
-    assert keras_wtrain_cli.TECHNIQUES == compare_module.TECHNIQUES
-    assert keras_wtrain_cli.DEFAULTS == compare_module.DEFAULTS
-    assert keras_wtrain_cli.QUICK == compare_module.QUICK
-    assert keras_wtrain_cli.EMBEDDED_DATASETS == data_module.EMBEDDED_DATASETS
-    assert keras_wtrain_cli.TFDS_DATASETS == data_module.TFDS_DATASETS
-    from keras_wtrain.models import MODEL_KINDS
+def test_cli_and_top_level_import_neither_keras_nor_tensorflow():
+    code = (
+        "import sys, keras_wtrain, keras_wtrain.cli; "
+        "heavy = [m for m in ('keras', 'tensorflow', 'jax', 'torch', 'matplotlib', 'scipy') if m in sys.modules]; "
+        "print(heavy)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]", result.stdout
 
-    assert keras_wtrain_cli.MODELS == MODEL_KINDS
+
+def test_help_is_fast_and_clean():
+    result = subprocess.run(
+        [sys.executable, "-m", "keras_wtrain.cli", "compare", "--help"], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0
+    assert "--techniques" in result.stdout and result.stderr == ""
+
+
+def test_lazy_names_load_on_first_use():
+    import keras_wtrain
+
+    assert keras_wtrain.layers.WeightNormalization.__name__ == "WeightNormalization"
+    assert keras_wtrain.Model is keras_wtrain.training.Model
+    assert set(keras_wtrain.__all__) <= set(dir(keras_wtrain))
+    with pytest.raises(AttributeError, match="no_such_name"):
+        keras_wtrain.no_such_name  # noqa: B018
 
 
 @pytest.mark.parametrize(
@@ -80,7 +97,7 @@ def test_tfds_dataset_missing_offline_is_a_clear_error(tmp_path):
 def quick_run(tmp_path_factory):
     """One `keras-wtrain compare --quick` over every technique (the README's main job, smoke size)."""
     out = tmp_path_factory.mktemp("compare")
-    code = keras_wtrain_cli.main(["compare", "--quick", "--no-progress", "--out", str(out)])
+    code = cli_module.main(["compare", "--quick", "--no-progress", "--out", str(out)])
     assert code == 0
     return out
 

@@ -520,8 +520,16 @@ class OptimumShifting(keras.callbacks.Callback):
         Example:
 
         ```python
-        # after model.fit(..., callbacks=[shifting]):
-        # shifting.shift()  # one more shift on a fresh batch
+        import keras
+        import numpy as np
+        from keras_wtrain.callbacks import OptimumShifting
+
+        x, y = np.random.rand(64, 6).astype("float32"), np.arange(64) % 3
+        model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(16, activation="relu"), keras.layers.Dense(3)])
+        model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        shifting = OptimumShifting(data=(x, y), batch_size=12)
+        model.fit(x, y, epochs=1, verbose=0, callbacks=[shifting])
+        info = shifting.shift()  # one more shift on a fresh batch
         ```
         """
         info = optimum_shift(

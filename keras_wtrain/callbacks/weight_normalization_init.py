@@ -2,7 +2,7 @@
 
 import keras
 
-from keras_wtrain.data import first_batch
+from keras_wtrain.data_adapters import first_batch
 from keras_wtrain.layers.weight_normalization import initialize_weight_normalization
 
 
