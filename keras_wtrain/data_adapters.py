@@ -30,7 +30,16 @@ assert [len(b) for b in iter_x_batches(x, batch_size=4)] == [4, 4, 2]
 
 import numpy as np
 
-__all__ = ["collect", "first_batch", "is_array_like", "iter_x_batches", "num_examples", "split_batch", "take"]
+__all__ = [
+    "collect",
+    "first_batch",
+    "in_memory",
+    "is_array_like",
+    "iter_x_batches",
+    "num_examples",
+    "split_batch",
+    "take",
+]
 
 
 def is_array_like(x):
@@ -122,8 +131,19 @@ def _to_numpy(x):
     return keras.tree.map_structure(lambda a: np.asarray(keras.ops.convert_to_numpy(a)), x)
 
 
-def _in_memory(data):
-    """`(x, y_or_None)` if `data` is in memory (arrays, tuple of arrays, Splits), else None."""
+def in_memory(data):
+    """`(x, y_or_None)` if `data` is held in memory (arrays, a tuple of arrays, a `Splits`), else None.
+
+    Example:
+
+    ```python
+    import numpy as np
+    from keras_wtrain.data_adapters import in_memory
+
+    x, y = in_memory((np.zeros((4, 2)), np.ones(4)))
+    assert in_memory([np.zeros((2, 2))]) is None      # a list is a list of batches
+    ```
+    """
     if _is_splits(data):
         return data.x_train, data.y_train
     if isinstance(data, tuple) and data and is_array_like(data[0]):
@@ -166,9 +186,9 @@ def collect(data, max_examples=None, require_targets=False, name="data"):
 
     if data is None:
         raise ValueError(f"argument `{name}` is required; received None.")
-    in_memory = _in_memory(data)
-    if in_memory is not None:
-        x, y = in_memory
+    arrays = in_memory(data)
+    if arrays is not None:
+        x, y = arrays
         n = num_examples(x)
         stop = n if max_examples is None else min(n, max_examples)
         x = take(_to_numpy(x), slice(0, stop))
@@ -221,9 +241,9 @@ def first_batch(data, batch_size=32):
     print(x.shape)  # (8, 4)
     ```
     """
-    in_memory = _in_memory(data)
-    if in_memory is not None:
-        return take(in_memory[0], slice(0, batch_size))
+    arrays = in_memory(data)
+    if arrays is not None:
+        return take(arrays[0], slice(0, batch_size))
     for batch in data:
         return split_batch(batch)[0]
     raise ValueError("argument `data` is empty: it yielded no batches.")
@@ -253,10 +273,10 @@ def iter_x_batches(data, batch_size=128, max_examples=None):
     assert len(list(iter_x_batches(batches))) == 2
     ```
     """
-    in_memory = _in_memory(data)
+    arrays = in_memory(data)
     seen = 0
-    if in_memory is not None:
-        x = in_memory[0]
+    if arrays is not None:
+        x = arrays[0]
         n = num_examples(x)
         stop = n if max_examples is None else min(n, max_examples)
         for start in range(0, stop, batch_size):

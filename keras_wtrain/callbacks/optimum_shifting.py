@@ -17,6 +17,8 @@ import warnings
 import keras
 import numpy as np
 
+from keras_wtrain import data_adapters
+from keras_wtrain import validation
 from keras_wtrain.layers.weight_normalization import WeightNormalization
 
 __all__ = ["OptimumShifting", "minimum_norm_kernel", "optimum_shift"]
@@ -173,32 +175,9 @@ def _class_ids(y):
 
 
 def _to_arrays(data, pool_size):
-    """`(x, class_ids or None)` from arrays, an `(x, y[, w])` tuple, a dataset or an iterable of batches."""
-
-    def array_like(v):
-        if isinstance(v, dict):
-            return all(array_like(u) for u in v.values())
-        if isinstance(v, list):
-            return all(array_like(u) for u in v)
-        return hasattr(v, "shape") and hasattr(v, "__getitem__")
-
-    if isinstance(data, tuple) and data and array_like(data[0]):
-        return data[0], _class_ids(data[1] if len(data) > 1 else None)
-    if array_like(data):
-        return data, None
-    xs, ys, count = [], [], 0
-    for element in data:
-        x, y = (element[0], element[1] if len(element) > 1 else None) if isinstance(element, tuple) else (element, None)
-        x = keras.tree.map_structure(keras.ops.convert_to_numpy, x)
-        xs.append(x)
-        ys.append(None if y is None else keras.ops.convert_to_numpy(y))
-        count += len(keras.tree.flatten(x)[0])
-        if count >= pool_size:
-            break
-    if not xs:
-        raise ValueError("argument `data` yielded no batches.")
-    x = keras.tree.map_structure(lambda *parts: np.concatenate(parts), *xs)
-    y = None if any(v is None for v in ys) else np.concatenate(ys)
+    """`(x, class_ids or None)`: all of in-memory data, or up to `pool_size` examples of an iterable of batches."""
+    arrays = data_adapters.in_memory(data)
+    x, y = data_adapters.collect(data, max_examples=None if arrays is not None else pool_size)
     return x, _class_ids(y)
 
 
@@ -232,10 +211,6 @@ def _sample(labels, n_total, batch_size, rng):
         extra -= more
     chosen = np.concatenate([rng.choice(np.flatnonzero(labels == c), t, replace=False) for c, t in zip(classes, take)])
     return _round_robin(chosen, labels, rng)
-
-
-def _take(x, idx):
-    return keras.tree.map_structure(lambda a: np.asarray(a)[idx], x)
 
 
 def _capture_inputs(model, layers, x):
@@ -357,11 +332,11 @@ def optimum_shift(model, data, layers="last", batch_size=256, sub_batch_size=Non
     """
     rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
     x, labels = _to_arrays(data, pool_size=max(10 * batch_size, 1024))
-    n_total = len(keras.tree.flatten(x)[0])
+    n_total = data_adapters.num_examples(x)
     chosen = _resolve_layers(model, layers)
     idx = _sample(labels, n_total, batch_size, rng)
     num_classes = 0 if labels is None else len(np.unique(labels))
-    captured = _capture_inputs(model, [layer for layer, _ in chosen], _take(x, idx))
+    captured = _capture_inputs(model, [layer for layer, _ in chosen], data_adapters.take(x, idx))
     info = {}
     for layer, kind in chosen:
         kernel = _kernel_of(layer, kind)
@@ -468,26 +443,16 @@ class OptimumShifting(keras.callbacks.Callback):
                 f"argument `layers` must be 'last', 'dense' or a list of layers; received {layers!r} "
                 f"of type {type(layers).__name__}."
             )
-        if every_n_epochs is not None and (
-            isinstance(every_n_epochs, bool) or not isinstance(every_n_epochs, int) or every_n_epochs < 1
-        ):
-            raise ValueError(f"argument `every_n_epochs` must be None or an int ≥ 1; received {every_n_epochs!r}.")
-        if not isinstance(at_end, bool):
-            raise TypeError(f"argument `at_end` must be a bool; received {at_end!r}.")
+        validation.check_int("every_n_epochs", every_n_epochs, minimum=1, allow_none=True)
+        validation.check_bool("at_end", at_end)
         if every_n_epochs is None and not at_end:
             raise ValueError("arguments `every_n_epochs`=None and `at_end`=False: the callback would never shift.")
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 2:
-            raise ValueError(f"argument `batch_size` must be an int ≥ 2; received {batch_size!r}.")
-        if sub_batch_size is not None and (
-            isinstance(sub_batch_size, bool) or not isinstance(sub_batch_size, int) or sub_batch_size < 1
-        ):
-            raise ValueError(f"argument `sub_batch_size` must be None or an int ≥ 1; received {sub_batch_size!r}.")
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
-            raise TypeError(f"argument `seed` must be None or an int; received {seed!r}.")
-        if not isinstance(rtol, (int, float)) or not 0.0 < rtol < 1.0:
+        validation.check_int("batch_size", batch_size, minimum=2)
+        validation.check_int("sub_batch_size", sub_batch_size, minimum=1, allow_none=True)
+        validation.check_seed(seed)
+        if not validation.is_real(rtol) or not 0.0 < rtol < 1.0:
             raise ValueError(f"argument `rtol` must be in (0, 1); received {rtol!r}.")
-        if verbose not in (0, 1):
-            raise ValueError(f"argument `verbose` must be 0 or 1; received {verbose!r}.")
+        validation.check_choice("verbose", verbose, (0, 1))
         self.layers = layers
         self.every_n_epochs = every_n_epochs
         self.at_end = at_end
