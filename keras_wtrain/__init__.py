@@ -25,6 +25,7 @@ _LAZY = {
     "callbacks": ("keras_wtrain.callbacks", None),
     "data": ("keras_wtrain.data", None),
     "data_adapters": ("keras_wtrain.data_adapters", None),
+    "diagnostics": ("keras_wtrain.diagnostics", None),
     "layers": ("keras_wtrain.layers", None),
     "models": ("keras_wtrain.models", None),
     # TEMP "optimizers": ("keras_wtrain.optimizers", None),

@@ -18,6 +18,7 @@ PUBLIC_MODULES = (
     "keras_wtrain.compare_settings",
     "keras_wtrain.data",
     "keras_wtrain.data_adapters",
+    "keras_wtrain.diagnostics",
     "keras_wtrain.layers",
     "keras_wtrain.layers.transforms",
     "keras_wtrain.models",

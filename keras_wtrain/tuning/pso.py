@@ -33,6 +33,8 @@ from keras_tuner.engine.hyperparameters import Float
 from keras_tuner.engine.hyperparameters import HyperParameters
 from keras_tuner.engine.trial import TrialStatus
 
+from keras_wtrain import validation
+
 __all__ = ["PSO", "PSOOracle"]
 
 # Defaults of the randomness study (SPEC §3): Clerc & Kennedy's constriction
@@ -42,25 +44,6 @@ DEFAULT_COGNITIVE = 1.49618
 DEFAULT_SOCIAL = 1.49618
 DEFAULT_MAX_VELOCITY = 0.2
 _BELOW_ONE = math.nextafter(1.0, 0.0)
-
-
-def _check_nonnegative(name, value):
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise TypeError(f"argument `{name}` must be a number >= 0; received {value!r} of type {type(value).__name__}.")
-    if not math.isfinite(float(value)) or float(value) < 0:
-        raise ValueError(f"argument `{name}` must be a finite number >= 0; received {value!r}.")
-    return float(value)
-
-
-def _check_positive_int(name, value, allow_none=False):
-    if value is None and allow_none:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        allowed = "a positive int or None" if allow_none else "a positive int"
-        raise TypeError(f"argument `{name}` must be {allowed}; received {value!r} of type {type(value).__name__}.")
-    if value < 1:
-        raise ValueError(f"argument `{name}` must be >= 1; received {value!r}.")
-    return int(value)
 
 
 class PSOOracle(keras_tuner.Oracle):
@@ -154,23 +137,19 @@ class PSOOracle(keras_tuner.Oracle):
         max_retries_per_trial=0,
         max_consecutive_failed_trials=3,
     ):
-        max_trials = _check_positive_int("max_trials", max_trials, allow_none=True)
-        self.swarm_size = _check_positive_int("swarm_size", swarm_size)
-        self.inertia = _check_nonnegative("inertia", inertia)
-        self.cognitive = _check_nonnegative("cognitive", cognitive)
-        self.social = _check_nonnegative("social", social)
-        max_velocity = _check_nonnegative("max_velocity", max_velocity)
+        max_trials = validation.check_int("max_trials", max_trials, minimum=1, allow_none=True)
+        self.swarm_size = validation.check_int("swarm_size", swarm_size, minimum=1)
+        self.inertia = validation.check_nonnegative("inertia", inertia)
+        self.cognitive = validation.check_nonnegative("cognitive", cognitive)
+        self.social = validation.check_nonnegative("social", social)
+        max_velocity = validation.check_nonnegative("max_velocity", max_velocity)
         if not 0.0 < max_velocity <= 1.0:
             raise ValueError(
                 f"argument `max_velocity` must be in (0, 1] (a fraction of each range); received {max_velocity!r}."
             )
         self.max_velocity = max_velocity
-        self.patience = _check_positive_int("patience", patience, allow_none=True)
-        if seed is not None:
-            seed = _check_nonnegative("seed", seed)
-            if seed != int(seed):
-                raise ValueError(f"argument `seed` must be an int >= 0; received {seed!r}.")
-            seed = int(seed)
+        self.patience = validation.check_int("patience", patience, minimum=1, allow_none=True)
+        seed = validation.check_int("seed", seed, minimum=0, allow_none=True)
         super().__init__(
             objective=objective,
             max_trials=max_trials,

@@ -19,6 +19,9 @@ import inspect
 
 import keras_tuner
 
+from keras_wtrain import data_adapters
+from keras_wtrain import validation
+
 __all__ = ["HyperModel", "TechniqueConfig", "search_space", "TECHNIQUES"]
 
 TECHNIQUES = ("loss-noise", "grad-dropout", "shadow", "weightnorm", "sewa", "optimum-shift")
@@ -362,8 +365,7 @@ def search_space(hp, techniques=TECHNIQUES, seed=None, schedule_steps=1000):
             f"argument `hp` must be a keras_tuner.HyperParameters; received {hp!r} of type {type(hp).__name__}."
         )
     techniques = _check_techniques(techniques)
-    if isinstance(schedule_steps, bool) or not isinstance(schedule_steps, int) or schedule_steps < 1:
-        raise ValueError(f"argument `schedule_steps` must be an int >= 1; received {schedule_steps!r}.")
+    validation.check_int("schedule_steps", schedule_steps, minimum=1)
     config = TechniqueConfig(techniques=techniques, seed=seed, schedule_steps=schedule_steps)
     values = {}
     if "loss-noise" in techniques:
@@ -397,23 +399,6 @@ def _accepts_wrap(build_fn):
     except (TypeError, ValueError):
         return False
     return "wrap" in parameters or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
-
-
-def _first_batch(x, y, size):
-    """`(x, y)` arrays of at most `size` examples from arrays or a `tf.data` / iterable of batches."""
-    import numpy as np
-
-    if y is not None and hasattr(x, "__len__") and hasattr(x, "shape"):
-        return np.asarray(x[:size]), np.asarray(y[:size])
-    xs, ys, count = [], [], 0
-    for batch in x:
-        bx, by = batch[0], batch[1]
-        xs.append(np.asarray(bx))
-        ys.append(np.asarray(by))
-        count += len(xs[-1])
-        if count >= size:
-            break
-    return np.concatenate(xs)[:size], np.concatenate(ys)[:size]
 
 
 class HyperModel(keras_tuner.HyperModel):
@@ -478,13 +463,11 @@ class HyperModel(keras_tuner.HyperModel):
                 f"to its Dense/Conv layers) to use techniques {layer_techniques}; "
                 f"{getattr(build_fn, '__name__', build_fn)!r} does not."
             )
-        if isinstance(shifting_batch_size, bool) or not isinstance(shifting_batch_size, int) or shifting_batch_size < 1:
-            raise ValueError(f"argument `shifting_batch_size` must be an int >= 1; received {shifting_batch_size!r}.")
+        validation.check_int("shifting_batch_size", shifting_batch_size, minimum=1)
         self.build_fn = build_fn
         self.shifting_batch_size = shifting_batch_size
         self.seed = seed
-        if isinstance(schedule_steps, bool) or not isinstance(schedule_steps, int) or schedule_steps < 1:
-            raise ValueError(f"argument `schedule_steps` must be an int >= 1; received {schedule_steps!r}.")
+        validation.check_int("schedule_steps", schedule_steps, minimum=1)
         self.schedule_steps = schedule_steps
 
     def build(self, hp):
@@ -520,7 +503,9 @@ class HyperModel(keras_tuner.HyperModel):
         if config.optimum_shifting or config.sewa_k is not None:
             x = args[0] if args else kwargs.get("x")
             y = args[1] if len(args) > 1 else kwargs.get("y")
-            data = _first_batch(x, y, self.shifting_batch_size)
+            data = data_adapters.collect(
+                x if y is None else (x, y), max_examples=self.shifting_batch_size, require_targets=True, name="x"
+            )
         technique_callbacks = config.callbacks(data)
         kwargs["callbacks"] = list(kwargs.get("callbacks") or []) + technique_callbacks
         history = model.fit(*args, **kwargs)
