@@ -49,7 +49,14 @@ from keras import ops
 from keras_wtrain import data_adapters
 from keras_wtrain import validation
 
-__all__ = ["FlatnessMonitor", "filter_normalized_direction", "hessian_trace", "sharpness", "top_hessian_eigenvalue"]
+__all__ = [
+    "FlatnessMonitor",
+    "filter_normalized_direction",
+    "hessian_trace",
+    "mean_loss",
+    "sharpness",
+    "top_hessian_eigenvalue",
+]
 
 _T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
 
@@ -254,6 +261,35 @@ def _as_values(arrays, like):
 
 
 # ----------------------------------------------------------------------------------------- measures
+
+
+def mean_loss(model, data, loss=None, batch_size=256, max_examples=None):
+    """The model's mean loss on `data` in inference mode (compiled once per model and loss).
+
+    Args:
+        model: a built `keras.Model`.
+        data: `(x, y)` arrays, a split, a `tf.data.Dataset` or an iterable of `(x, y)` batches.
+        loss: a Keras loss (default: the model's compiled loss).
+        batch_size: examples per evaluation.
+        max_examples: use at most this many examples of `data`.
+
+    Returns:
+        A float: the loss averaged over the examples (no regularisation terms).
+
+    Example:
+
+    ```python
+    import keras
+    import numpy as np
+    from keras_wtrain.diagnostics import mean_loss
+
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1, kernel_initializer="zeros")])
+    model.compile("sgd", "mse")
+    assert mean_loss(model, (np.ones((4, 2)), np.full((4, 1), 3.0))) == 9.0
+    ```
+    """
+    objective = _Objective(model, None, loss, data, batch_size, max_examples)
+    return objective.loss(objective.values())
 
 
 def hessian_trace(model, data, variables=None, num_probes=20, seed=None, loss=None, batch_size=256, max_examples=None):

@@ -2,14 +2,18 @@
 
 For a linear layer with inputs `A` (one row per example, `d` columns) and kernel `V`, every `V'`
 with `A V' = A V` gives the same layer outputs (hence the same model outputs and loss) on those
-examples. Optimum shifting replaces `V` with the least-norm such kernel,
+examples. Optimum shifting replaces `V` with the least-norm such kernel, `V* = A⁺ A V`
+(`minimum_norm_kernel`): each output column of `V` projected onto the span of the rows of `A`.
+The paper bounds the Hessian trace by `‖V‖²`, which the projection can only shrink.
 
-    V* = Aᵀ (A Aᵀ)⁻¹ A V = A⁺ A V,
-
-i.e. each output column of `V` projected onto the span of the rows of `A`. The paper bounds the
-Hessian trace by `‖V‖²`, which the projection can only shrink. Everything here runs eagerly on the
-host (numpy) between epochs, so it is independent of `jit_compile`, distribution strategies and
-the backend.
+There is freedom only when the shifting batch has fewer rows than the rank of the layer's *live*
+input features (units that are ever non-zero): with more rows the projection keeps `V` on the live
+units and only zeroes the rows of dead units, which changes no output. So the default batch size is
+chosen from that rank (`batch_size="auto"`), every class present; a shift that changes nothing on
+live rows says so. Off the batch, outputs change by `A (I − P) V`; a training-loss guard measures
+the loss on a fixed slice of training data that is never a shifting batch and rolls back a shift
+that raises it by more than `max_loss_increase`. Everything runs eagerly on the host (numpy)
+between epochs, so it is independent of `jit_compile`, distribution strategies and the backend.
 """
 
 import warnings
@@ -19,334 +23,218 @@ import numpy as np
 
 from keras_wtrain import data_adapters
 from keras_wtrain import validation
-from keras_wtrain.layers.weight_normalization import WeightNormalization
+from keras_wtrain.callbacks.least_norm import _LAYER_MODES
+from keras_wtrain.callbacks.least_norm import _POOL
+from keras_wtrain.callbacks.least_norm import AUTO_FRACTIONS
+from keras_wtrain.callbacks.least_norm import _auto_batch_size
+from keras_wtrain.callbacks.least_norm import _chunk
+from keras_wtrain.callbacks.least_norm import _live_units
+from keras_wtrain.callbacks.least_norm import _rows
+from keras_wtrain.callbacks.least_norm import _sample
+from keras_wtrain.callbacks.least_norm import _to_arrays
+from keras_wtrain.callbacks.least_norm import assign_kernel
+from keras_wtrain.callbacks.least_norm import capture_inputs
+from keras_wtrain.callbacks.least_norm import kernel_of
+from keras_wtrain.callbacks.least_norm import minimum_norm_kernel
+from keras_wtrain.callbacks.least_norm import projection
+from keras_wtrain.callbacks.least_norm import resolve_layers
+from keras_wtrain.diagnostics import mean_loss
 
 __all__ = ["OptimumShifting", "minimum_norm_kernel", "optimum_shift"]
 
-_LAYER_MODES = ("last", "dense")
+# Relative change on live rows below which a shift counts as having changed nothing.
+_NO_CHANGE = 1e-6
 
 
-def minimum_norm_kernel(inputs, kernel, rtol=1e-6):
-    """The least-norm kernel with the same outputs as `kernel` on `inputs` (the paper's closed form).
-
-    Solves `min ‖V'‖_F  s.t.  A V' = A V` for `A = inputs`, `V = kernel`: `V* = A⁺ A V`, which for
-    a full-row-rank `A` is the paper's `Aᵀ (A Aᵀ)⁻¹ A V`. Computed with an SVD in float64 so a
-    rank-deficient `A` (dead ReLU units, `n ≥ d`) is handled: singular values below
-    `rtol × s_max` are treated as zero.
-
-    Args:
-        inputs: array `(n, d)`, one row per example (or per position), the layer's inputs.
-        kernel: array `(d, units)`, the layer's kernel.
-        rtol: relative cut-off for small singular values of `inputs`, in (0, 1).
-
-    Returns:
-        A float64 numpy array `(d, units)`: the shifted kernel. Its Frobenius norm is never larger
-        than that of `kernel`, and `inputs @ result == inputs @ kernel` up to `rtol`.
-
-    Raises:
-        ValueError: if the shapes do not match or `rtol` is not in (0, 1).
-
-    Example:
-
-    ```python
-    import numpy as np
-    from keras_wtrain.callbacks.optimum_shifting import minimum_norm_kernel
-
-    a, v = np.random.rand(5, 8), np.random.rand(8, 3)
-    v_star = minimum_norm_kernel(a, v)
-    assert np.allclose(a @ v_star, a @ v) and np.linalg.norm(v_star) <= np.linalg.norm(v)
-    ```
-    """
-    a = np.asarray(inputs, dtype=np.float64)
-    v = np.asarray(kernel, dtype=np.float64)
-    if a.ndim != 2 or v.ndim != 2 or a.shape[1] != v.shape[0]:
-        raise ValueError(
-            f"arguments `inputs` (n, d) and `kernel` (d, units) must agree on d; received shapes {a.shape} "
-            f"and {v.shape}."
-        )
-    if not 0.0 < rtol < 1.0:
-        raise ValueError(f"argument `rtol` must be in (0, 1); received {rtol!r}.")
-    return _projection(a, v, rtol)[0]
-
-
-def _projection(a, v, rtol):
-    # A small SVD: one BLAS thread avoids OpenBLAS oversubscription next to TF/JAX thread pools (measured 100x
-    # slower on a 2-core machine otherwise).
-    with _one_blas_thread():
-        _, s, wt = np.linalg.svd(a, full_matrices=False)
-    if s.size == 0 or s[0] == 0.0:
-        return np.zeros_like(v), 0
-    basis = wt[s > rtol * s[0]]  # (r, d), orthonormal rows spanning the row space of A
-    return basis.T @ (basis @ v), basis.shape[0]
-
-
-def _one_blas_thread():
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # optional: without it numpy uses its default thread count
-        import contextlib
-
-        return contextlib.nullcontext()
-    return threadpool_limits(limits=1, user_api="blas")
-
-
-def _is_dense(layer):
-    return isinstance(layer, keras.layers.Dense)
-
-
-def _candidates(model):
-    """Linear layers of `model` in order, as `(layer, kind)`; kind is "dense", "weightnorm" or "unsupported"."""
-    layers = list(model._flatten_layers(include_self=False, recursive=True))
-    wrapped = {id(layer.layer) for layer in layers if isinstance(layer, keras.layers.Wrapper)}
-    result = []
-    for layer in layers:
-        if isinstance(layer, WeightNormalization) and _is_dense(layer.layer):
-            result.append((layer, "weightnorm"))
-        elif isinstance(layer, keras.layers.Wrapper) and _is_dense(layer.layer):
-            result.append((layer, "unsupported"))
-        elif _is_dense(layer) and id(layer) not in wrapped:
-            result.append((layer, "dense"))
-    return result
-
-
-def _unsupported_reason(layer):
-    if isinstance(layer, keras.layers.Wrapper):
-        if not _is_dense(layer.layer):
-            return f"it wraps {type(layer.layer).__name__}: " + _unsupported_reason(layer.layer)
-        return (
-            f"it wraps Dense in {type(layer).__name__}, whose effective kernel is not the Dense kernel "
-            "(only WeightNormalization wrappers are handled)"
-        )
-    if "Conv" in type(layer).__name__:
-        return (
-            "a convolution is over-determined for optimum shifting: one example alone gives "
-            "H×W patch rows against kh×kw×C_in kernel rows, so `A V' = A V` leaves no freedom"
-        )
-    return "only keras.layers.Dense (optionally inside WeightNormalization) is supported"
-
-
-def _resolve_layers(model, layers):
-    candidates = _candidates(model)
-    if isinstance(layers, str):
-        if layers == "last":
-            if not candidates:
-                raise ValueError(f"argument `layers`='last': model {model.name!r} has no Dense layer.")
-            layer, kind = candidates[-1]
-            if kind == "unsupported":
-                reason = _unsupported_reason(layer)
-                raise ValueError(f"argument `layers`='last': cannot shift {layer.name!r}: {reason}.")
-            return [(layer, kind)]
-        chosen = [(layer, kind) for layer, kind in candidates if kind != "unsupported"]
-        skipped = [layer.name for layer, kind in candidates if kind == "unsupported"]
-        if skipped:
-            warnings.warn(f"OptimumShifting skips layers {skipped}: unsupported wrappers around Dense.", stacklevel=3)
-        if not chosen:
-            raise ValueError(f"argument `layers`='dense': model {model.name!r} has no supported Dense layer.")
-        return chosen
-    by_name = {layer.name: (layer, kind) for layer, kind in candidates}
-    by_id = {id(layer): (layer, kind) for layer, kind in candidates}
-    all_layers = {layer.name: layer for layer in model._flatten_layers(include_self=False, recursive=True)}
-    chosen = []
-    for item in layers:
-        entry = by_name.get(item) if isinstance(item, str) else by_id.get(id(item))
-        if entry is None:
-            layer = all_layers.get(item) if isinstance(item, str) else item
-            if layer is None:
-                raise ValueError(f"argument `layers`: model {model.name!r} has no layer named {item!r}.")
-            if isinstance(item, keras.layers.Layer) and id(item) not in {id(x) for x in all_layers.values()}:
-                raise ValueError(f"argument `layers`: layer {item.name!r} is not part of model {model.name!r}.")
-            raise ValueError(
-                f"argument `layers`: cannot shift layer {layer.name!r} of type {type(layer).__name__}: "
-                f"{_unsupported_reason(layer)}."
-            )
-        if entry[1] == "unsupported":
-            raise ValueError(f"argument `layers`: cannot shift {entry[0].name!r}: {_unsupported_reason(entry[0])}.")
-        chosen.append(entry)
-    return chosen
-
-
-def _class_ids(y):
-    if y is None:
-        return None
-    y = np.asarray(keras.ops.convert_to_numpy(y))
-    if y.ndim >= 2 and y.shape[-1] > 1:
-        return np.argmax(y.reshape(len(y), -1), axis=-1)
-    return y.reshape(len(y)).astype(np.int64)
-
-
-def _to_arrays(data, pool_size):
-    """`(x, class_ids or None)`: all of in-memory data, or up to `pool_size` examples of an iterable of batches."""
-    arrays = data_adapters.in_memory(data)
-    x, y = data_adapters.collect(data, max_examples=None if arrays is not None else pool_size)
-    return x, _class_ids(y)
-
-
-def _round_robin(indices, labels, rng):
-    """Orders `indices` so that classes alternate (every prefix of ≥ C items covers every class)."""
-    groups = [rng.permutation(indices[labels[indices] == c]) for c in np.unique(labels[indices])]
-    order = []
-    for i in range(max(len(g) for g in groups)):
-        order.extend(int(g[i]) for g in groups if i < len(g))
-    return np.asarray(order)
-
-
-def _sample(labels, n_total, batch_size, rng):
-    """A class-stratified sample of `batch_size` example indices, ordered class round-robin."""
-    if labels is None:
-        return rng.permutation(n_total)[: min(batch_size, n_total)]
-    classes, counts = np.unique(labels, return_counts=True)
-    num_classes = len(classes)
-    if batch_size <= num_classes:
-        raise ValueError(
-            f"argument `batch_size` must be larger than the number of classes ({num_classes}) so the shifting "
-            f"batch covers every class; received {batch_size}. For regression targets pass `data=x` alone."
-        )
-    take = np.minimum(counts, batch_size // num_classes)
-    extra = batch_size - take.sum()
-    for c in rng.permutation(num_classes):
-        if extra <= 0:
-            break
-        more = min(extra, counts[c] - take[c])
-        take[c] += more
-        extra -= more
-    chosen = np.concatenate([rng.choice(np.flatnonzero(labels == c), t, replace=False) for c, t in zip(classes, take)])
-    return _round_robin(chosen, labels, rng)
-
-
-def _capture_inputs(model, layers, x):
-    """Runs `model` on `x` (inference mode) and returns each layer's inputs as `(rows, d)` float64 arrays."""
-    captured = {id(layer): [] for layer in layers}
-    saved = {}
-
-    def make_hook(layer, original):
-        def hook(inputs, *args, **kwargs):
-            captured[id(layer)].append(np.asarray(keras.ops.convert_to_numpy(inputs), dtype=np.float64))
-            return original(inputs, *args, **kwargs)
-
-        return hook
-
-    for layer in layers:
-        saved[id(layer)] = layer.__dict__.get("call")
-        layer.call = make_hook(layer, layer.call)
-    try:
-        model(x, training=False)  # one call, so each captured part is one call of the layer on the whole batch
-    finally:
-        for layer in layers:
-            if saved[id(layer)] is None:
-                del layer.call
-            else:
-                layer.call = saved[id(layer)]
-    result = {}
-    for layer in layers:
-        parts = captured[id(layer)]
-        if not parts:
-            raise ValueError(f"layer {layer.name!r} was not called when running the model on the shifting batch.")
-        result[id(layer)] = parts
-    return result
-
-
-def _kernel_of(layer, kind):
-    if kind == "weightnorm":
-        return np.asarray(keras.ops.convert_to_numpy(layer.effective_kernels()[0]), dtype=np.float64)
-    return np.asarray(keras.ops.convert_to_numpy(layer.kernel), dtype=np.float64)
-
-
-def _assign_kernel(layer, kind, kernel):
-    if kind == "weightnorm":
-        v, g = layer.layer.kernel, layer.g_weights[0]
-        v.assign(kernel.astype(v.dtype))
-        # WeightNormalization computes g * v / sqrt(sum(v**2) + 1e-12) per output unit.
-        g.assign(np.sqrt(np.sum(kernel**2, axis=0) + 1e-12).reshape(g.shape).astype(g.dtype))
-    else:
-        layer.kernel.assign(kernel.astype(layer.kernel.dtype))
-
-
-def _shift_layer(parts, kernel, sub_batch_size, num_classes, rtol):
-    """Shifts `kernel` on the captured inputs, sequentially over sub-batches whose rows stay below d."""
+def _shift_layer(parts, kernel, chunk, rtol):
+    """Shifts `kernel` on the captured inputs, sequentially over sub-batches of `chunk` examples."""
     d = kernel.shape[0]
-    per_example = [p.reshape(p.shape[0], -1, d) for p in parts]  # (examples, positions, d) per call
+    per_example, _ = _rows(parts, d)
     n_examples = per_example[0].shape[0]
-    rows_per_example = sum(p.shape[1] for p in per_example)
-    if sub_batch_size is None:
-        chunk = max(1, (d - 1) // rows_per_example) if n_examples * rows_per_example >= d else n_examples
-    else:
-        chunk = min(sub_batch_size, n_examples)
-    if num_classes and chunk <= num_classes and chunk < n_examples:
-        return kernel, {"systems": 0, "skipped": f"sub-batches of {chunk} examples cannot cover {num_classes} classes"}
+    chunk = min(chunk, n_examples)
     # Equal sub-batches of `chunk` examples; a remainder is covered by a last sub-batch that ends at the batch
     # end (overlapping the previous one), so no system is smaller, i.e. more aggressive, than the others.
     starts = list(range(0, n_examples - chunk + 1, chunk))
     if starts[-1] + chunk < n_examples:
         starts.append(n_examples - chunk)
-    shifted, systems, ranks = kernel, 0, []
+    shifted, ranks = kernel, []
     for start in starts:
         a = np.concatenate([p[start : start + chunk].reshape(-1, d) for p in per_example])
-        shifted, rank = _projection(a, shifted, rtol)
+        shifted, rank = projection(a, shifted, rtol)
         ranks.append(int(rank))
-        systems += 1
-    return shifted, {"systems": systems, "examples_per_system": chunk, "rank": ranks}
+    return shifted, {"systems": len(starts), "examples_per_system": chunk, "rank": ranks}
 
 
-def optimum_shift(model, data, layers="last", batch_size=256, sub_batch_size=None, seed=None, rtol=1e-6):
-    """Applies one optimum shift to `model` in place (eagerly, on the host).
+def optimum_shift(
+    model,
+    data,
+    layers="last",
+    batch_size="auto",
+    sub_batch_size=None,
+    seed=None,
+    rtol=1e-6,
+    max_loss_increase=None,
+    guard_data=None,
+    exclude=None,
+    loss_atol=1e-3,
+):
+    """Applies one optimum shift to `model` in place (eagerly, on the host); returns what it did.
 
-    Draws a class-stratified batch of `batch_size` examples from `data`, captures the inputs `A` of
-    every chosen layer on it (inference mode) and replaces each kernel `V` by
-    `minimum_norm_kernel(A, V)`. When a layer's rows reach its input width `d` (`n ≥ d`, where the
-    system has no freedom left) the batch is cut into class-covering sub-batches of fewer than `d`
-    rows that are solved one after the other, as the paper's stochastic variant does with
-    mini-batches; the outputs of the last sub-batch are then exact and the others approximate.
-    Biases and activations are untouched.
+    1. Chooses the shifting batch: class-stratified from `data` (never from `exclude`). With
+       `batch_size="auto"` the layer inputs `A` are first captured on a pool of up to 1,024
+       examples; the live units (non-zero on some example) and the rank `r` of `A` on them give
+       a batch of `max(r / 2 rows, C + 1 examples)`, so the system `A V' = A V` has freedom on the
+       live units and covers all `C` classes; when the guard (3.) rejects that shift it is retried
+       with `3r/4` and then `7r/8` rows (less freedom, smaller changes off the batch). An int
+       `batch_size` is used as it is; when its rows reach the input width `d` the batch is cut
+       into sub-batches of fewer than `d` rows, solved in turn (the paper's stochastic variant).
+    2. Replaces each chosen kernel `V` by `minimum_norm_kernel(A, V)` on that batch.
+    3. With `guard_data` and `max_loss_increase`, compares the mean loss on `guard_data` before and
+       after; above `(1 + max_loss_increase) × loss_before + loss_atol`, every layer is rolled back.
+       (`loss_atol` keeps a converged model, whose loss is near 0, from rolling back changes of a
+       thousandth of a nat.)
 
     Args:
-        model: a built Keras model.
-        data: `(x, y)` arrays (labels as ints or one-hot), inputs `x` alone (no class coverage
-            check), a `tf.data.Dataset` or an iterable of `(x, y)` batches.
-        layers: `"last"` (the last Dense layer, the paper's setting), `"dense"` (every Dense layer)
-            or a list of Dense / `WeightNormalization(Dense)` layers or their names.
-        batch_size: examples in the shifting batch; must exceed the number of classes.
-        sub_batch_size: examples per linear system; None uses the batch when its rows are fewer
-            than `d`, otherwise the largest sub-batch with fewer than `d` rows.
+        model: a built Keras model (compiled, when `guard_data` is given: its loss is used).
+        data: `(x, y)` arrays (labels as ints or one-hot), inputs `x` alone (no class coverage),
+            a `tf.data.Dataset` or an iterable of `(x, y)` batches.
+        layers: `"last"` (the last Dense layer, the paper's setting), `"dense"` (every Dense
+            layer) or a list of Dense / `WeightNormalization(Dense)` layers or their names.
+        batch_size: `"auto"` (see above) or an int > the number of classes.
+        sub_batch_size: examples per linear system for an int `batch_size` (None: automatic).
         seed: int seed or `numpy.random.Generator` for the batch choice.
-        rtol: relative singular-value cut-off of `minimum_norm_kernel`.
+        rtol: relative singular-value cut-off of `minimum_norm_kernel`, in (0, 1).
+        max_loss_increase: relative tolerance of the loss guard (>= 0), or None for no guard.
+        guard_data: `(x, y)` arrays on which the guard measures the loss.
+        exclude: indices of `data` never used in a shifting batch (the guard slice).
+        loss_atol: absolute slack of the guard, in loss units (>= 0).
 
     Returns:
-        A dict `{layer name: {"norm_before", "norm_after", "systems", "examples_per_system", "rank",
-        "batch_indices"}}`; `batch_indices` index the examples of `data` used (for a dataset or an
-        iterable, the examples in the order they were read).
+        `{layer name: info}` with `norm_before`, `norm_after`, `relative_change_live` (‖V* − V‖
+        over ‖V‖ on live input rows), `live_units`, `live_rank`, `rank` (per system), `systems`,
+        `examples_per_system`, `batch_indices`, and, with a guard, `loss_before`, `loss_after`,
+        `kept` (False when rolled back) and `attempts` (each batch size tried and its guard
+        loss). A layer that could not be shifted has `systems` 0 and a `skipped` reason.
 
     Raises:
-        ValueError: for a layer that cannot be shifted, or a batch that cannot cover every class.
+        ValueError: for a layer that cannot be shifted, a batch that cannot cover every class, or
+            bad arguments.
 
     Example:
 
     ```python
+    import keras
     import numpy as np
     from keras_wtrain.callbacks.optimum_shifting import optimum_shift
     from keras_wtrain.models import build_model
 
-    x, y = np.random.rand(200, 28, 28, 1).astype("float32"), np.arange(200) % 10
+    x, y = np.random.rand(300, 28, 28, 1).astype("float32"), np.arange(300) % 10
     model = build_model("mlp", (28, 28, 1), 10)
-    info = optimum_shift(model, (x, y), batch_size=100, seed=0)
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    info = optimum_shift(model, (x, y), seed=0, max_loss_increase=0.02, guard_data=(x[:50], y[:50]))
+    name = model.layers[-1].name
+    print(info[name]["examples_per_system"], info[name]["relative_change_live"], info[name]["kept"])
     ```
     """
+    if batch_size != "auto":
+        validation.check_int("batch_size", batch_size, minimum=2)
+    validation.check_int("sub_batch_size", sub_batch_size, minimum=1, allow_none=True)
+    if not validation.is_real(rtol) or not 0.0 < rtol < 1.0:
+        raise ValueError(f"argument `rtol` must be in (0, 1); received {rtol!r}.")
+    if max_loss_increase is not None:
+        validation.check_nonnegative("max_loss_increase", max_loss_increase)
+    validation.check_nonnegative("loss_atol", loss_atol)
     rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
-    x, labels = _to_arrays(data, pool_size=max(10 * batch_size, 1024))
+    x, _, labels = _to_arrays(data, pool_size=max(10 * (batch_size if batch_size != "auto" else 128), _POOL))
     n_total = data_adapters.num_examples(x)
-    chosen = _resolve_layers(model, layers)
-    idx = _sample(labels, n_total, batch_size, rng)
-    num_classes = 0 if labels is None else len(np.unique(labels))
-    captured = _capture_inputs(model, [layer for layer, _ in chosen], data_adapters.take(x, idx))
+    candidates = np.setdiff1d(np.arange(n_total), np.asarray(exclude if exclude is not None else [], dtype=np.int64))
+    chosen = resolve_layers(model, layers)
+    chosen_layers = [layer for layer, _ in chosen]
+    num_classes = 0 if labels is None else len(np.unique(labels[candidates]))
+    kernels = {id(layer): kernel_of(layer, kind) for layer, kind in chosen}
+
+    # The live units and their rank, on a pool (also what "auto" sizes the batch from).
+    pool = _sample(labels, candidates, min(_POOL, len(candidates)), rng) if labels is not None else candidates[:_POOL]
+    pool_inputs = capture_inputs(model, chosen_layers, data_adapters.take(x, pool))
+    live = {}
+    for layer in chosen_layers:
+        d = kernels[id(layer)].shape[0]
+        live[id(layer)] = _live_units(pool_inputs[id(layer)], d) + (_rows(pool_inputs[id(layer)], d)[1],)
+    if batch_size == "auto":
+        attempts = []
+        for fraction in AUTO_FRACTIONS:
+            sizes = [_auto_batch_size(rank, rows, num_classes, fraction) for _, rank, rows in live.values()]
+            if all(size is not None for size in sizes) and min(sizes) not in attempts:
+                attempts.append(min(sizes))
+        if not attempts:
+            warnings.warn(
+                f"OptimumShifting cannot shift layers {[layer.name for layer in chosen_layers]}: their live input "
+                f"rank is too small for a batch with more examples than the {num_classes} classes and fewer rows "
+                "than that rank.",
+                stacklevel=2,
+            )
+            reason = "no freedom: live input rank too small"
+            return {layer.name: {"systems": 0, "skipped": reason} for layer in chosen_layers}
+    else:
+        attempts = [batch_size]
+    guarded = guard_data is not None and max_loss_increase is not None
+    loss_before = mean_loss(model, guard_data) if guarded else None
+    tried = []
+    for n_examples in attempts:
+        idx = _sample(labels, candidates, min(n_examples, len(candidates)), rng)
+        info = _shift_all(model, chosen, kernels, live, x, idx, sub_batch_size, num_classes, rtol)
+        if not guarded:
+            break
+        loss_after = mean_loss(model, guard_data)
+        kept = bool(loss_after <= loss_before * (1.0 + max_loss_increase) + loss_atol)
+        tried.append({"examples": int(len(idx)), "loss_after": loss_after})
+        for details in info.values():
+            details.update(loss_before=loss_before, loss_after=loss_after, kept=kept, attempts=list(tried))
+        if kept:
+            break
+        for layer, kind in chosen:
+            assign_kernel(layer, kind, kernels[id(layer)])
+    else:
+        warnings.warn(
+            f"OptimumShifting rolled a shift back: the loss on the guard slice rose from {loss_before:.4g} to "
+            f"{min(t['loss_after'] for t in tried):.4g} at best ({len(tried)} batch size(s) tried), more than "
+            f"max_loss_increase={max_loss_increase:g} (relative) + loss_atol={loss_atol:g}.",
+            stacklevel=2,
+        )
+    for details in info.values():
+        if details.get("systems") and details["relative_change_live"] < _NO_CHANGE:
+            warnings.warn(
+                f"OptimumShifting changed nothing on the live inputs of a layer (relative change "
+                f"{details['relative_change_live']:.1e}): the shifting batch has no freedom there (live rank "
+                f"{details['live_rank']}, {details['examples_per_system']} examples per system). Use a smaller "
+                "`batch_size`.",
+                stacklevel=2,
+            )
+    return info
+
+
+def _shift_all(model, chosen, kernels, live, x, idx, sub_batch_size, num_classes, rtol):
+    """Shifts every chosen layer on the batch `idx` (from the kernels before any shift); returns the infos."""
+    captured = capture_inputs(model, [layer for layer, _ in chosen], data_adapters.take(x, idx))
     info = {}
     for layer, kind in chosen:
-        kernel = _kernel_of(layer, kind)
-        shifted, details = _shift_layer(captured[id(layer)], kernel, sub_batch_size, num_classes, rtol)
-        if details["systems"]:
-            _assign_kernel(layer, kind, shifted)
-        else:
-            warnings.warn(f"OptimumShifting left layer {layer.name!r} unchanged: {details['skipped']}.", stacklevel=2)
+        kernel = kernels[id(layer)]
+        mask, live_rank, rows_per_example = live[id(layer)]
+        chunk, reason = _chunk(sub_batch_size, len(idx), rows_per_example, kernel.shape[0], num_classes)
+        if chunk is None:
+            warnings.warn(f"OptimumShifting left layer {layer.name!r} unchanged: {reason}.", stacklevel=3)
+            info[layer.name] = {"systems": 0, "skipped": reason}
+            continue
+        shifted, details = _shift_layer(captured[id(layer)], kernel, chunk, rtol)
+        assign_kernel(layer, kind, shifted)
+        live_norm = float(np.linalg.norm(kernel[mask]))
         details.update(
-            norm_before=float(np.linalg.norm(kernel)), norm_after=float(np.linalg.norm(shifted)), batch_indices=idx
+            norm_before=float(np.linalg.norm(kernel)),
+            norm_after=float(np.linalg.norm(shifted)),
+            relative_change_live=float(np.linalg.norm((shifted - kernel)[mask])) / max(live_norm, 1e-30),
+            live_units=int(mask.sum()),
+            live_rank=live_rank,
+            batch_indices=idx,
         )
         info[layer.name] = details
     return info
@@ -357,44 +245,52 @@ class OptimumShifting(keras.callbacks.Callback):
     """Optimum shifting (Zhou et al., "Improving Generalization of Deep Neural Networks by Optimum
     Shifting", arXiv:2405.14111, AAAI 2025) as a Keras callback.
 
-    At the end of training (`at_end=True`) and optionally every `every_n_epochs` epochs, draws a
-    class-stratified batch of `batch_size` training examples, captures the inputs `A` of each chosen
-    Dense layer on it and replaces the kernel `V` by the least-norm kernel with the same outputs on
-    that batch, `V* = Aᵀ (A Aᵀ)⁻¹ A V` (see `minimum_norm_kernel` and `optimum_shift`). The model's
-    outputs and loss on the shifting batch are unchanged; on other data they change only by
-    `A (I − P) V`, small when features of the same class collapse together (Neural Collapse); the
-    Hessian trace of the layers below, which passes through `V`, shrinks with `‖V‖`.
+    After every `every_n_epochs`-th epoch (default: every epoch; training continues from the
+    shifted point) and when training ends (`at_end`), draws a class-stratified batch of training
+    examples, captures the inputs `A` of each chosen Dense layer on it and replaces the kernel `V`
+    by the least-norm kernel with the same outputs on that batch, `V* = Aᵀ (A Aᵀ)⁻¹ A V` (see
+    `minimum_norm_kernel` and `optimum_shift`). The default batch (`batch_size="auto"`) has half as
+    many rows as the rank of the layer's live input features and every class, so the shift has
+    freedom: `‖V‖` shrinks on the live units, not only on dead ones. Outputs on the batch are
+    unchanged; elsewhere they change by `A (I − P) V`, so a **loss guard** compares the mean loss on
+    a fixed slice of `guard_size` training examples (never part of a shifting batch) before and
+    after, and rolls the shift back (with a warning, recorded in `history`) when it rose by more
+    than `max_loss_increase` (relative, default 2 %) plus `loss_atol` (default 0.001).
 
-    Convolutions are not shifted: a convolution is a linear map over patches, but a single image
-    already gives more patch rows (H×W) than the kernel has rows (kh×kw×C_in), so `A V' = A V`
-    leaves no freedom. `WeightNormalization(Dense)` layers are shifted through their effective
-    kernel (`v ← V*`, `g ← ‖V*‖` per unit). Other wrappers around Dense are rejected.
+    Convolutions are not shifted: a single image already gives more patch rows (H×W) than the
+    kernel has rows (kh×kw×C_in), so `A V' = A V` leaves no freedom. `WeightNormalization(Dense)`
+    layers are shifted through their effective kernel (`v ← V*`, `g ← ‖V*‖` per unit). Other
+    wrappers around Dense are rejected.
 
-    The shift runs eagerly on the host between epochs (numpy SVD of an `n × d` matrix), so it works
-    with `jit_compile=True`, `tf.distribute` strategies and the JAX backend. Optimizer moments are
-    left as they are. The callback cannot see `fit`'s data, so `data` must be given.
+    The shift runs eagerly on the host between epochs (numpy SVD), so it works with
+    `jit_compile=True`, `tf.distribute` strategies and the JAX backend. Optimizer moments are left
+    as they are. The callback cannot see `fit`'s data, so `data` must be given.
 
     Args:
         layers: `"last"` (default: the last Dense layer, the paper's setting), `"dense"` (every
-            Dense layer; hidden layers with wide inputs change outputs off the batch much more), or a
-            list of layers / layer names.
-        every_n_epochs: also shift after every `every_n_epochs`-th epoch; None (default) for never.
-        at_end: shift when training ends (default True).
-        batch_size: examples in the shifting batch (default 256); must exceed the number of classes.
-            Smaller batches give more freedom (smaller `‖V‖`) and larger changes off the batch.
+            Dense layer), or a list of layers / layer names.
+        every_n_epochs: shift after every `every_n_epochs`-th epoch (default 1); None for never.
+        at_end: also shift when training ends (default True).
+        batch_size: `"auto"` (default, from the live rank and the classes) or an int > the number
+            of classes.
         data: `(x_train, y_train)` arrays, a dataset or an iterable of `(x, y)` batches.
-        sub_batch_size: examples per linear system; None picks the whole batch, or when its rows
-            reach a layer's input width `d`, the largest sub-batch with fewer than `d` rows.
-        seed: seed of the batch choice (None: nondeterministic).
+        sub_batch_size: examples per linear system for an int `batch_size` (None: automatic).
+        seed: seed of the batch and guard choice (None: nondeterministic).
         rtol: relative singular-value cut-off of the least-norm solve.
-        verbose: 1 prints the kernel norms before and after each shift.
+        max_loss_increase: relative loss increase on the guard slice above which a shift is rolled
+            back (default 0.02); None disables the guard.
+        guard_size: training examples in the guard slice (default 512; at most a quarter of `data`).
+        loss_atol: absolute slack of the guard in loss units (default 0.001), so a converged model
+            whose loss is near zero is not rolled back for changes of a thousandth of a nat.
+        verbose: 1 prints each shift's norms, change and guard losses.
 
     Attributes:
-        history: a list of `{"epoch": int or "end", "layers": {name: info}}`, one per shift.
+        history: a list of `{"epoch": int or "end", "kept": bool, "loss_before", "loss_after",
+            "layers": {name: info}}`, one per shift (see `optimum_shift` for `info`).
 
     Raises:
-        ValueError: for out-of-range arguments; at `fit` start if `data` is None or a layer cannot
-            be shifted.
+        ValueError: for out-of-range arguments; at `fit` start if `data` is None or empty or a
+            layer cannot be shifted.
         TypeError: if `layers` is neither a string nor a list.
 
     Example:
@@ -405,12 +301,12 @@ class OptimumShifting(keras.callbacks.Callback):
     from keras_wtrain.callbacks.optimum_shifting import OptimumShifting
     from keras_wtrain.models import build_model
 
-    x, y = np.random.rand(200, 28, 28, 1).astype("float32"), np.arange(200) % 10
+    x, y = np.random.rand(400, 28, 28, 1).astype("float32"), np.arange(400) % 10
     model = build_model("mlp", (28, 28, 1), 10)
     model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    shifting = OptimumShifting(data=(x, y), batch_size=100, seed=0)
-    model.fit(x, y, epochs=1, verbose=0, callbacks=[shifting])
-    print(shifting.history[-1]["layers"])
+    shifting = OptimumShifting(data=(x, y), seed=0)
+    model.fit(x, y, epochs=2, verbose=0, callbacks=[shifting])
+    print([(h["epoch"], h["kept"]) for h in shifting.history])  # [(0, ...), (1, ...), ('end', ...)]
     ```
     """
 
@@ -419,13 +315,16 @@ class OptimumShifting(keras.callbacks.Callback):
     def __init__(
         self,
         layers="last",
-        every_n_epochs=None,
+        every_n_epochs=1,
         at_end=True,
-        batch_size=256,
+        batch_size="auto",
         data=None,
         sub_batch_size=None,
         seed=None,
         rtol=1e-6,
+        max_loss_increase=0.02,
+        guard_size=512,
+        loss_atol=1e-3,
         verbose=0,
     ):
         super().__init__()
@@ -447,11 +346,16 @@ class OptimumShifting(keras.callbacks.Callback):
         validation.check_bool("at_end", at_end)
         if every_n_epochs is None and not at_end:
             raise ValueError("arguments `every_n_epochs`=None and `at_end`=False: the callback would never shift.")
-        validation.check_int("batch_size", batch_size, minimum=2)
+        if batch_size != "auto":
+            validation.check_int("batch_size", batch_size, minimum=2)
         validation.check_int("sub_batch_size", sub_batch_size, minimum=1, allow_none=True)
         validation.check_seed(seed)
         if not validation.is_real(rtol) or not 0.0 < rtol < 1.0:
             raise ValueError(f"argument `rtol` must be in (0, 1); received {rtol!r}.")
+        if max_loss_increase is not None:
+            validation.check_nonnegative("max_loss_increase", max_loss_increase)
+        validation.check_int("guard_size", guard_size, minimum=1)
+        validation.check_nonnegative("loss_atol", loss_atol)
         validation.check_choice("verbose", verbose, (0, 1))
         self.layers = layers
         self.every_n_epochs = every_n_epochs
@@ -461,20 +365,42 @@ class OptimumShifting(keras.callbacks.Callback):
         self.sub_batch_size = sub_batch_size
         self.seed = seed
         self.rtol = float(rtol)
+        self.max_loss_increase = None if max_loss_increase is None else float(max_loss_increase)
+        self.guard_size = guard_size
+        self.loss_atol = float(loss_atol)
         self.verbose = verbose
         self.history = []
         self._rng = np.random.default_rng(seed)
+        self._arrays = None
 
-    def on_train_begin(self, logs=None):
+    def _prepare(self):
+        """Reads `data` once and fixes the guard slice (class-stratified, never shifted on)."""
         if self.data is None:
             raise ValueError(
                 "OptimumShifting: argument `data` is None; pass the training data, e.g. data=(x_train, y_train) "
                 "(a callback cannot see the data given to fit)."
             )
-        _resolve_layers(self.model, self.layers)  # fail early on layers that cannot be shifted
+        x, y, labels = _to_arrays(self.data, pool_size=max(4 * self.guard_size, 4 * _POOL))
+        n = data_adapters.num_examples(x)
+        guard = np.zeros(0, dtype=np.int64)
+        if self.max_loss_increase is not None:
+            if y is None:
+                raise ValueError("OptimumShifting: the loss guard needs targets; pass data=(x, y).")
+            size = min(self.guard_size, n // 4)
+            if size >= 1:
+                rng = np.random.default_rng(None if self.seed is None else self.seed + 1)
+                if labels is not None and size > len(np.unique(labels)):
+                    guard = np.sort(_sample(labels, np.arange(n), size, rng, name="guard_size"))
+                else:
+                    guard = np.sort(rng.permutation(n)[:size])
+        self._arrays = (x, y, guard)
+
+    def on_train_begin(self, logs=None):
+        self._prepare()
+        resolve_layers(self.model, self.layers)  # fail early on layers that cannot be shifted
 
     def shift(self, epoch="end"):
-        """Runs one optimum shift on the model now.
+        """Runs one optimum shift (with the loss guard) on the model now.
 
         Args:
             epoch: label stored in `history` (an epoch index or `"end"`).
@@ -492,28 +418,54 @@ class OptimumShifting(keras.callbacks.Callback):
         x, y = np.random.rand(64, 6).astype("float32"), np.arange(64) % 3
         model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(16, activation="relu"), keras.layers.Dense(3)])
         model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-        shifting = OptimumShifting(data=(x, y), batch_size=12)
+        shifting = OptimumShifting(data=(x, y), seed=0)
         model.fit(x, y, epochs=1, verbose=0, callbacks=[shifting])
         info = shifting.shift()  # one more shift on a fresh batch
         ```
         """
+        if self._arrays is None:
+            self._prepare()
+        x, y, guard = self._arrays
+        guard_data = None
+        if self.max_loss_increase is not None and len(guard):
+            guard_data = (data_adapters.take(x, guard), y[guard])
         info = optimum_shift(
             self.model,
-            self.data,
+            (x, y) if y is not None else x,
             layers=self.layers,
             batch_size=self.batch_size,
             sub_batch_size=self.sub_batch_size,
             seed=self._rng,
             rtol=self.rtol,
+            max_loss_increase=self.max_loss_increase if guard_data is not None else None,
+            guard_data=guard_data,
+            exclude=guard,
+            loss_atol=self.loss_atol,
         )
-        self.history.append({"epoch": epoch, "layers": info})
+        first = next(iter(info.values()), {})
+        entry = {
+            "epoch": epoch,
+            "kept": first.get("kept", bool(first.get("systems"))),
+            "loss_before": first.get("loss_before"),
+            "loss_after": first.get("loss_after"),
+            "layers": info,
+        }
+        self.history.append(entry)
         if self.verbose:
-            for name, item in info.items():
-                print(f"OptimumShifting[{epoch}] {name}: ‖V‖ {item['norm_before']:.4g} -> {item['norm_after']:.4g}")
+            for name, details in info.items():
+                if not details.get("systems"):
+                    print(f"OptimumShifting ({epoch}): {name}: skipped ({details.get('skipped')})")
+                    continue
+                print(
+                    f"OptimumShifting ({epoch}): {name}: ‖V‖ {details['norm_before']:.4f} -> "
+                    f"{details['norm_after']:.4f}, "
+                    f"live change {details['relative_change_live']:.3f}, {details['examples_per_system']} examples, "
+                    f"guard loss {entry['loss_before']} -> {entry['loss_after']}, kept {entry['kept']}"
+                )
         return info
 
     def on_epoch_end(self, epoch, logs=None):
-        if self.every_n_epochs and (epoch + 1) % self.every_n_epochs == 0:
+        if self.every_n_epochs is not None and (epoch + 1) % self.every_n_epochs == 0:
             self.shift(epoch)
 
     def on_train_end(self, logs=None):
@@ -532,6 +484,9 @@ class OptimumShifting(keras.callbacks.Callback):
             "sub_batch_size": self.sub_batch_size,
             "seed": self.seed,
             "rtol": self.rtol,
+            "max_loss_increase": self.max_loss_increase,
+            "guard_size": self.guard_size,
+            "loss_atol": self.loss_atol,
             "verbose": self.verbose,
         }
 

@@ -150,26 +150,74 @@ def test_hessian_trace_of_layer_below_drops(trained_mlp, data, rng):
     assert abs(last_after - last_before) <= 1e-3 * abs(last_before)
 
 
-def test_late_shift_keeps_full_train_loss_default_settings(trained_cnn, data):
+def test_default_shift_moves_live_weights_and_respects_the_guard(trained_cnn, data):
+    # The compare CNN's last Dense layer has d = 128 inputs of which ~95 are live: the defaults must shift
+    # on the live units (not only zero dead rows) and keep the training loss within the guard.
     x, y = data
     model = _copy(trained_cnn)
     _compile(model)
     loss_before = model.evaluate(x, y, verbose=0, batch_size=500)
     last = _dense(model)[-1]
-    kernel_before = last.kernel.numpy()
+    kernel_before = last.kernel.numpy().astype(np.float64)
+    a = _inputs_of(model, last, x)
+    live = np.abs(a).max(axis=0) > 1e-7 * np.abs(a).max()
     shifting = OptimumShifting(data=(x, y), seed=0)  # defaults, as `keras-wtrain compare` uses it
     shifting.set_model(model)
     shifting.on_train_begin()
     shifting.on_train_end()
+    entry = shifting.history[-1]
+    info = entry["layers"][last.name]
+    assert entry["epoch"] == "end" and entry["kept"]
+    assert info["live_units"] == int(live.sum()) < 128
+    assert info["examples_per_system"] * 1 < info["live_rank"] <= info["live_units"]  # rows < live rank: freedom
+    kernel_after = last.kernel.numpy().astype(np.float64)
+    change = np.linalg.norm((kernel_after - kernel_before)[live]) / np.linalg.norm(kernel_before[live])
+    assert change == pytest.approx(info["relative_change_live"], rel=1e-4)
+    assert change > 0.05  # a real move on the live units
+    assert np.linalg.norm(kernel_after) < 0.95 * np.linalg.norm(kernel_before)
+    # Outputs kept on the shifting batch; the guard bounds the loss on its slice.
+    idx = info["batch_indices"]
+    assert _rel(a[idx] @ kernel_after, a[idx] @ kernel_before) <= 1e-4
+    assert entry["loss_after"] <= entry["loss_before"] * 1.02 + 1e-3
     loss_after = model.evaluate(x, y, verbose=0, batch_size=500)
-    assert abs(loss_after - loss_before) < 1e-3 * loss_before
-    assert np.linalg.norm(last.kernel.numpy()) < 0.99 * np.linalg.norm(kernel_before)
-    assert shifting.history[-1]["epoch"] == "end"
+    assert loss_after <= loss_before * 1.05 + 1e-3
     # Convolutions and the hidden Dense layer are untouched by the default layers="last".
     for layer, ref in zip(model.layers, trained_cnn.layers):
         if layer is not last:
             for w, w_ref in zip(layer.get_weights(), ref.get_weights()):
                 np.testing.assert_array_equal(w, w_ref)
+
+
+def test_guard_rolls_back_a_shift_that_raises_the_loss(trained_cnn, data):
+    x, y = data
+    model = _copy(trained_cnn)
+    _compile(model)
+    last = _dense(model)[-1]
+    kernel_before = last.kernel.numpy()
+    # 11 examples against ~95 live units: a very aggressive shift, with a zero tolerance.
+    shifting = OptimumShifting(
+        every_n_epochs=None, batch_size=11, data=(x, y), seed=0, max_loss_increase=0.0, loss_atol=0.0
+    )
+    shifting.set_model(model)
+    shifting.on_train_begin()
+    with pytest.warns(UserWarning, match="rolled a shift back"):
+        shifting.on_train_end()
+    entry = shifting.history[-1]
+    assert not entry["kept"] and entry["loss_after"] > entry["loss_before"]
+    np.testing.assert_array_equal(last.kernel.numpy(), kernel_before)
+
+
+def test_a_shift_without_freedom_warns(rng):
+    # 3 live inputs of 8 (the others always 0) and 40 examples: no freedom on the live rows.
+    x = np.zeros((40, 8), "float32")
+    x[:, :3] = rng.normal(size=(40, 3))
+    y = np.arange(40) % 2
+    dense = keras.layers.Dense(2)
+    model = keras.Sequential([keras.Input((8,)), dense])
+    with pytest.warns(UserWarning, match="changed nothing on the live inputs"):
+        info = optimum_shift(model, (x, y), batch_size=40, seed=0)[dense.name]
+    assert info["live_units"] == 3 and info["relative_change_live"] < 1e-6
+    assert info["norm_after"] < info["norm_before"]  # only the dead rows were zeroed
 
 
 def test_sub_batching_when_rows_reach_input_width(rng):
@@ -226,7 +274,10 @@ def test_mirrored_strategy(two_cpu_strategy, data):
         keras.utils.set_random_seed(3)
         # jit_compile=False: XLA rejects variables mirrored on two host devices even without any callback.
         model = _compile(build_model("mlp", (28, 28, 1), 10), jit=False)
-    shifting = OptimumShifting(batch_size=100, data=(x[idx], y[idx]), seed=0)
+    # The mechanism alone: one shift at the end on exactly this batch (no guard slice taken out of it).
+    shifting = OptimumShifting(
+        every_n_epochs=None, batch_size=100, data=(x[idx], y[idx]), seed=0, max_loss_increase=None
+    )
     model.fit(x[:256], y[:256], epochs=1, batch_size=64, verbose=0)
     last = _dense(model)[-1]
     a = _inputs_of(model, last, x[idx])
@@ -279,7 +330,7 @@ def test_keras_file_holds_shifted_weights(trained_mlp, data, tmp_path):
     model = _copy(trained_mlp)
     _compile(model)
     original = _dense(model)[-1].kernel.numpy()
-    shifting = OptimumShifting(batch_size=100, data=(x, y), seed=0)
+    shifting = OptimumShifting(batch_size=100, data=(x, y), seed=0, max_loss_increase=None)
     model.fit(x[:128], y[:128], epochs=1, batch_size=64, verbose=0, callbacks=[shifting])
     path = os.path.join(tmp_path, "shifted.keras")
     model.save(path)
@@ -298,7 +349,11 @@ def test_keras_file_holds_shifted_weights(trained_mlp, data, tmp_path):
         ({"layers": []}, ValueError, "argument `layers`"),
         ({"every_n_epochs": 0}, ValueError, "argument `every_n_epochs`"),
         ({"at_end": "yes"}, TypeError, "argument `at_end`"),
-        ({"at_end": False}, ValueError, "never shift"),
+        ({"every_n_epochs": None, "at_end": False}, ValueError, "never shift"),
+        ({"batch_size": "big"}, TypeError, "argument `batch_size`"),
+        ({"max_loss_increase": -0.1}, ValueError, "argument `max_loss_increase`"),
+        ({"guard_size": 0}, ValueError, "argument `guard_size`"),
+        ({"loss_atol": -1.0}, ValueError, "argument `loss_atol`"),
         ({"batch_size": 1}, ValueError, "argument `batch_size`"),
         ({"sub_batch_size": 0}, ValueError, "argument `sub_batch_size`"),
         ({"seed": "a"}, TypeError, "argument `seed`"),
