@@ -31,3 +31,10 @@ def test_readme_quick_start_runs():
     exec(compile(blocks[0], "README.md quick start", "exec"), namespace)
     loss, accuracy = namespace["model"].evaluate(namespace["data"].x_test, namespace["data"].y_test, verbose=0)
     assert accuracy > 0.8
+    # Optimum shifting in the quick start moved weights and never raised the guarded training loss beyond its guard.
+    history = namespace["shifting"].history
+    assert history and any(entry["kept"] for entry in history)
+    for entry in history:
+        if entry["kept"]:
+            assert entry["loss_after"] <= entry["loss_before"] * 1.02 + 1e-3
+            assert any(info.get("relative_change_live", 0) > 0.01 for info in entry["layers"].values())
