@@ -435,7 +435,7 @@ class OptimumShifting(keras.callbacks.Callback):
             layers=self.layers,
             batch_size=self.batch_size,
             sub_batch_size=self.sub_batch_size,
-            seed=self._rng,
+            seed=self._batch_rng(epoch),
             rtol=self.rtol,
             max_loss_increase=self.max_loss_increase if guard_data is not None else None,
             guard_data=guard_data,
@@ -463,6 +463,13 @@ class OptimumShifting(keras.callbacks.Callback):
                     f"guard loss {entry['loss_before']} -> {entry['loss_after']}, kept {entry['kept']}"
                 )
         return info
+
+    def _batch_rng(self, epoch):
+        """The batch choice of the shift after `epoch`: a function of (seed, epoch), so a training run resumed
+        with `keras.callbacks.BackupAndRestore` draws the same batches as an uninterrupted one."""
+        if self.seed is None:
+            return self._rng
+        return np.random.default_rng([self.seed, 0 if epoch == "end" else int(epoch) + 1])
 
     def on_epoch_end(self, epoch, logs=None):
         if self.every_n_epochs is not None and (epoch + 1) % self.every_n_epochs == 0:
