@@ -26,6 +26,7 @@ _LAZY = {
     "data": ("keras_wtrain.data", None),
     "data_adapters": ("keras_wtrain.data_adapters", None),
     "diagnostics": ("keras_wtrain.diagnostics", None),
+    "layer_kinds": ("keras_wtrain.layer_kinds", None),
     "layers": ("keras_wtrain.layers", None),
     "models": ("keras_wtrain.models", None),
     # TEMP "optimizers": ("keras_wtrain.optimizers", None),
@@ -37,7 +38,10 @@ _LAZY = {
     "LossNoise": ("keras_wtrain.training.randomness", "LossNoise"),
     "Model": ("keras_wtrain.training.model", "Model"),
     "fold_weight_normalization": ("keras_wtrain.layers.weight_normalization", "fold_weight_normalization"),
-    "initialize_weight_normalization": ("keras_wtrain.layers.weight_normalization", "initialize_weight_normalization"),
+    "initialize_weight_normalization": (
+        "keras_wtrain.layers.weight_normalization_init",
+        "initialize_weight_normalization",
+    ),
     "set_weight_mode": ("keras_wtrain.layers.shadow_weights", "set_weight_mode"),
     "wrap": ("keras_wtrain.training.model", "wrap"),
 }

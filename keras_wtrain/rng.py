@@ -137,7 +137,9 @@ def uniform(shape, minval=0.0, maxval=1.0, seed=None, dtype="float32"):
     if _use_tf(seed):
         import tensorflow as tf
 
-        return tf.random.stateless_uniform(shape, _tf_seed(seed), minval=minval, maxval=maxval, dtype=dtype, alg="philox")
+        return tf.random.stateless_uniform(
+            shape, _tf_seed(seed), minval=minval, maxval=maxval, dtype=dtype, alg="philox"
+        )
     return keras.random.uniform(shape, minval=minval, maxval=maxval, seed=seed, dtype=dtype)
 
 
@@ -195,7 +197,9 @@ def random_bits(shape, seed=None):
     if _use_tf(seed):
         import tensorflow as tf
 
-        return tf.random.stateless_uniform(shape, _tf_seed(seed), minval=None, maxval=None, dtype=tf.uint32, alg="philox")
+        return tf.random.stateless_uniform(
+            shape, _tf_seed(seed), minval=None, maxval=None, dtype=tf.uint32, alg="philox"
+        )
     if backend == "jax":
         import jax
 

@@ -19,6 +19,7 @@ PUBLIC_MODULES = (
     "keras_wtrain.data",
     "keras_wtrain.data_adapters",
     "keras_wtrain.diagnostics",
+    "keras_wtrain.layer_kinds",
     "keras_wtrain.layers",
     "keras_wtrain.layers.transforms",
     "keras_wtrain.models",

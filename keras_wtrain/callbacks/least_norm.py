@@ -24,6 +24,7 @@ import keras
 import numpy as np
 
 from keras_wtrain import data_adapters
+from keras_wtrain.layer_kinds import is_dense
 from keras_wtrain.layers.weight_normalization import WeightNormalization
 
 __all__ = ["minimum_norm_kernel"]
@@ -99,28 +100,24 @@ def _one_blas_thread():
     return threadpool_limits(limits=1, user_api="blas")
 
 
-def _is_dense(layer):
-    return isinstance(layer, keras.layers.Dense)
-
-
 def _candidates(model):
     """Linear layers of `model` in order, as `(layer, kind)`; kind is "dense", "weightnorm" or "unsupported"."""
     layers = list(model._flatten_layers(include_self=False, recursive=True))
     wrapped = {id(layer.layer) for layer in layers if isinstance(layer, keras.layers.Wrapper)}
     result = []
     for layer in layers:
-        if isinstance(layer, WeightNormalization) and _is_dense(layer.layer):
+        if isinstance(layer, WeightNormalization) and is_dense(layer.layer, weight_normalized=False):
             result.append((layer, "weightnorm"))
-        elif isinstance(layer, keras.layers.Wrapper) and _is_dense(layer.layer):
+        elif isinstance(layer, keras.layers.Wrapper) and is_dense(layer.layer, weight_normalized=False):
             result.append((layer, "unsupported"))
-        elif _is_dense(layer) and id(layer) not in wrapped:
+        elif is_dense(layer, weight_normalized=False) and id(layer) not in wrapped:
             result.append((layer, "dense"))
     return result
 
 
 def _unsupported_reason(layer):
     if isinstance(layer, keras.layers.Wrapper):
-        if not _is_dense(layer.layer):
+        if not is_dense(layer.layer, weight_normalized=False):
             return f"it wraps {type(layer.layer).__name__}: " + _unsupported_reason(layer.layer)
         return (
             f"it wraps Dense in {type(layer).__name__}, whose effective kernel is not the Dense kernel "

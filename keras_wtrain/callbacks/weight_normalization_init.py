@@ -3,7 +3,7 @@
 import keras
 
 from keras_wtrain.data_adapters import first_batch
-from keras_wtrain.layers.weight_normalization import initialize_weight_normalization
+from keras_wtrain.layers.weight_normalization_init import initialize_weight_normalization
 
 
 @keras.saving.register_keras_serializable(package="keras_wtrain")

@@ -17,6 +17,8 @@ the inner layer's other variables are looked up there so gradients reach them.
 """
 
 import keras
+
+# Keras exports `keras.StatelessScope` but not the functions that find the active one; these are Keras' own.
 from keras.src.backend.common.stateless_scope import get_stateless_scope
 from keras.src.backend.common.stateless_scope import in_stateless_scope
 

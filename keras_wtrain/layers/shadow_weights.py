@@ -23,62 +23,27 @@ set_weight_mode(model, "desire")
 import keras
 import numpy as np
 from keras import ops
-from keras.src.backend import AutocastScope
-from keras.src.layers.convolutional.base_conv import BaseConv
-from keras.src.layers.convolutional.base_conv_transpose import BaseConvTranspose
-from keras.src.layers.convolutional.base_depthwise_conv import BaseDepthwiseConv
-from keras.src.layers.convolutional.base_separable_conv import BaseSeparableConv
 
+from keras_wtrain import layer_kinds
 from keras_wtrain.layers import transforms as transforms_lib
-from keras_wtrain.layers.kernel_swap import call_with_replaced_variables
-from keras_wtrain.layers.weight_normalization import WeightNormalization
+from keras_wtrain.layers.kernel_reparametrization import KernelReparametrization
+from keras_wtrain.layers.kernel_reparametrization import read_float32
+from keras_wtrain.validation import check_bool
+from keras_wtrain.validation import check_choice
+from keras_wtrain.validation import check_seed
 
 __all__ = ["ShadowWeights", "authors_wrap", "desire_sparsity", "set_weight_mode", "shadow_weight_layers"]
 
 MODES = ("accuracy", "desire")
-SUPPORTED_LAYERS = (
-    "Dense, Conv1D/2D/3D, Conv1D/2D/3DTranspose, DepthwiseConv1D/2D, SeparableConv1D/2D (depthwise kernel), "
-    "and WeightNormalization wrapping one of these (its effective kernel g·v/||v|| is augmented)"
-)
-_KERNEL_LAYERS = (keras.layers.Dense, BaseConv, BaseConvTranspose, BaseDepthwiseConv, BaseSeparableConv)
+SUPPORTED_LAYERS = layer_kinds.SHADOW_WEIGHTS_LAYERS
 
 
-def _kernel_of(layer):
-    """`(variable, spatial_axes)` of the kernel that `ShadowWeights` augments in `layer`."""
-    if isinstance(layer, BaseSeparableConv):
-        kernel = layer.depthwise_kernel
-    else:
-        kernel = layer.kernel
-    if isinstance(layer, keras.layers.Dense):
-        return kernel, ()
-    return kernel, tuple(range(len(kernel.shape) - 2))
-
-
-def _check_layer(layer):
-    if not isinstance(layer, keras.layers.Layer):
-        raise TypeError(
-            "ShadowWeights: argument `layer` must be a Keras layer, "
-            f"received {layer!r} of type {type(layer).__name__}. Supported layers: {SUPPORTED_LAYERS}."
-        )
-    inner = layer.layer if isinstance(layer, WeightNormalization) else layer
-    if isinstance(layer, WeightNormalization) and isinstance(inner, BaseSeparableConv):
-        inner = None
-    if inner is None or not isinstance(inner, _KERNEL_LAYERS):
-        raise ValueError(
-            f"ShadowWeights cannot wrap layer {layer.name!r} of type {type(layer).__name__}"
-            + (f" (wrapping {type(layer.layer).__name__})" if isinstance(layer, WeightNormalization) else "")
-            + f": it has no supported kernel. Supported layers: {SUPPORTED_LAYERS}."
-        )
-
-
-def _check_mode(mode):
-    if mode not in MODES:
-        raise ValueError(f"argument `mode` must be one of {MODES}; received {mode!r}.")
-    return mode
+def _check_mode(mode, owner=None):
+    return check_choice("mode", mode, MODES, owner=owner)
 
 
 @keras.saving.register_keras_serializable(package="keras_wtrain")
-class ShadowWeights(keras.layers.Wrapper):
+class ShadowWeights(KernelReparametrization):
     """Shadow-weight augmentation wrapper, WAS (Zhuang et al., arXiv:2405.19590).
 
     The wrapped layer's kernel variable holds the plain weights (PW). When
@@ -107,7 +72,9 @@ class ShadowWeights(keras.layers.Wrapper):
     config. `T` is computed in float32 (mixed precision casts the result).
 
     Wrapping `WeightNormalization(layer)` augments its effective kernel
-    `g·v/||v||` (the gradient reaches `g` and `v`).
+    `g·v/||v||` (the gradient reaches `g` and `v`). `fold()` returns the plain
+    layer computing with the inference kernel (PW in AOM, the stored DOM kernel
+    in DOM).
 
     Args:
         layer: the layer to wrap; one of: Dense, Conv1D/2D/3D,
@@ -149,6 +116,8 @@ class ShadowWeights(keras.layers.Wrapper):
     """
 
     _paper_arxiv = "2405.19590"
+    supports = staticmethod(layer_kinds.supports_shadow_weights)
+    supported_layers = SUPPORTED_LAYERS
 
     def __init__(
         self,
@@ -160,20 +129,17 @@ class ShadowWeights(keras.layers.Wrapper):
         learnable_scale=False,
         **kwargs,
     ):
-        _check_layer(layer)
-        for name, value in (("seed", seed), ("desire_seed", desire_seed)):
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
-                raise TypeError(f"ShadowWeights: argument `{name}` must be an int or None; received {value!r}.")
-        if not isinstance(learnable_scale, bool):
-            raise TypeError(f"ShadowWeights: argument `learnable_scale` must be a bool; received {learnable_scale!r}.")
+        self._check_layer(layer)
+        seed = check_seed(seed, owner="ShadowWeights")
+        desire_seed = check_seed(desire_seed, name="desire_seed", owner="ShadowWeights")
+        learnable_scale = check_bool("learnable_scale", learnable_scale, owner="ShadowWeights")
         super().__init__(layer, **kwargs)
         self.transform = transforms_lib.get(transform)
-        self._mode = _check_mode(mode)
+        self._mode = _check_mode(mode, owner="ShadowWeights")
         self.seed = seed
         self.desire_seed = desire_seed
         self.learnable_scale = learnable_scale
         self.seed_generator = keras.random.SeedGenerator(seed)
-        self.supports_masking = getattr(layer, "supports_masking", False)
 
     @property
     def mode(self):
@@ -201,17 +167,17 @@ class ShadowWeights(keras.layers.Wrapper):
         self.desire_kernel.assign(value)
         return np.asarray(ops.convert_to_numpy(value))
 
+    def kernel_variables(self):
+        self._kernel, self._spatial_axes = layer_kinds.shadow_weights_kernel(self.target_layer)
+        return [self._kernel]
+
     def build(self, input_shape=None):
         super().build(input_shape)
-        self._build_input_shape = input_shape
-        self._weight_norm = self.layer if isinstance(self.layer, WeightNormalization) else None
-        self._call_layer = self.layer.layer if self._weight_norm is not None else self.layer
-        self._kernel, self._spatial_axes = _kernel_of(self._call_layer)
         try:
             self.transform.check(tuple(self._kernel.shape), self._spatial_axes)
         except ValueError as error:
             raise ValueError(
-                f"ShadowWeights({type(self._call_layer).__name__} {self.layer.name!r}): argument `transform`: {error}"
+                f"ShadowWeights({type(self.target_layer).__name__} {self.layer.name!r}): argument `transform`: {error}"
             ) from None
         self.desire_kernel = None
         if self.desire_seed is not None:
@@ -241,10 +207,7 @@ class ShadowWeights(keras.layers.Wrapper):
         Returns:
             The wrapped layer's kernel (for a `WeightNormalization`, `g·v/||v||`).
         """
-        if self._weight_norm is not None:
-            return self._weight_norm.effective_kernels()[0]
-        with AutocastScope(None):
-            return ops.cast(self._kernel.value, "float32")
+        return self.wrapped_kernels()[0]
 
     def shadow_kernel(self, seed):
         """Returns a shadow kernel `SW = T(PW)` (float32 tensor) for one draw.
@@ -257,28 +220,29 @@ class ShadowWeights(keras.layers.Wrapper):
         """
         sw = self.transform(self.plain_kernel(), seed, self._spatial_axes)
         if self.alpha is not None:
-            with AutocastScope(None):
-                sw = sw * ops.cast(self.alpha.value, "float32")
+            sw = sw * read_float32(self.alpha)
         return sw
 
-    def call(self, inputs, training=None, **kwargs):
-        if training is not None:
-            kwargs["training"] = training
+    def call_kernels(self, training=None):
+        """SW with a fresh draw in training; at inference None (AOM: the plain layer runs) or the DOM kernel."""
         if not training and self._mode == "accuracy":
-            return self.layer(inputs, **kwargs)
+            return None
         if training or self.desire_kernel is None:
-            sw = self.shadow_kernel(self.seed_generator)
-        else:
-            with AutocastScope(None):
-                sw = self.desire_kernel.value
-        return call_with_replaced_variables(self, self._call_layer, [(self._kernel, sw)], inputs, **kwargs)
+            return [self.shadow_kernel(self.seed_generator)]
+        return [read_float32(self.desire_kernel)]
 
-    def compute_output_shape(self, input_shape, *args, **kwargs):
-        return self.layer.compute_output_shape(input_shape, *args, **kwargs)
+    def inference_kernels(self):
+        """The kernel used at inference: PW (AOM) or the stored DOM kernel.
 
-    def compute_output_spec(self, *args, **kwargs):
-        kwargs.pop("training", None)
-        return self.layer.compute_output_spec(*args, **kwargs)
+        Raises:
+            ValueError: in desire mode with `desire_seed=None`, which redraws at every call.
+        """
+        if self._mode == "desire" and self.desire_kernel is None:
+            raise ValueError(
+                f"ShadowWeights layer {self.name!r} has no fixed inference kernel: in desire mode with "
+                "desire_seed=None it draws a new one at every call."
+            )
+        return super().inference_kernels()
 
     def get_config(self):
         config = super().get_config()
@@ -346,7 +310,7 @@ def set_weight_mode(model, mode):
     assert set_weight_mode(model, "desire") == 2
     ```
     """
-    _check_mode(mode)
+    _check_mode(mode, owner="set_weight_mode")
     count = 0
     for layer in [model, *model._flatten_layers(include_self=False, recursive=True)]:
         if isinstance(layer, ShadowWeights):
@@ -357,11 +321,6 @@ def set_weight_mode(model, mode):
                 if getattr(layer, attribute, None) is not None:
                     setattr(layer, attribute, None)
     return count
-
-
-def _spatial_kernel_sizes(layer):
-    kernel_size = getattr(layer, "kernel_size", None)
-    return tuple(kernel_size) if kernel_size is not None else ()
 
 
 def authors_wrap(layer, transform=None, min_kernel_size=3, seed=None):
@@ -402,17 +361,13 @@ def authors_wrap(layer, transform=None, min_kernel_size=3, seed=None):
     model = build_model("cnn", (28, 28, 1), 10, wrap=authors_wrap)
     ```
     """
-    if isinstance(layer, (BaseConv, BaseDepthwiseConv)) and not isinstance(
-        layer, (BaseConvTranspose, BaseSeparableConv)
-    ):
-        sizes = _spatial_kernel_sizes(layer)
-        if sizes and min(sizes) >= min_kernel_size:
-            if transform is None:
-                transform = transforms_lib.RandomChoice(
-                    [transforms_lib.RandomTranslate(0.3), transforms_lib.RandomResizedCrop()]
-                )
-            return ShadowWeights(layer, transform=transform, seed=seed)
-    return layer
+    if not layer_kinds.is_augmentable_convolution(layer, min_kernel_size):
+        return layer
+    if transform is None:
+        transform = transforms_lib.RandomChoice(
+            [transforms_lib.RandomTranslate(0.3), transforms_lib.RandomResizedCrop()]
+        )
+    return ShadowWeights(layer, transform=transform, seed=seed)
 
 
 def desire_sparsity(model):
@@ -455,7 +410,7 @@ def desire_sparsity(model):
         else:
             shadow = np.asarray(ops.convert_to_numpy(layer.shadow_kernel(layer.desire_seed or 0)))
         output_shape = layer.compute_output_shape(layer._build_input_shape)
-        channels_first = getattr(layer._call_layer, "data_format", "channels_last") == "channels_first"
+        channels_first = getattr(layer.target_layer, "data_format", "channels_last") == "channels_first"
         positions_shape = output_shape[2:] if channels_first else output_shape[1:-1]
         positions = int(np.prod([d for d in positions_shape if d is not None])) if positions_shape else 1
         rows.append(

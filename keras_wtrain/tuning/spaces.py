@@ -21,6 +21,7 @@ import keras_tuner
 
 from keras_wtrain import data_adapters
 from keras_wtrain import validation
+from keras_wtrain.layer_kinds import is_augmentable_convolution
 
 __all__ = ["HyperModel", "TechniqueConfig", "search_space", "TECHNIQUES"]
 
@@ -44,15 +45,6 @@ def _check_techniques(techniques):
     if len(set(techniques)) != len(techniques):
         raise ValueError(f"argument `techniques` lists a technique twice: {list(techniques)}.")
     return techniques
-
-
-def _is_augmentable_conv(layer):
-    """The layers the WAS authors augment: k x k convolutions with k >= 3 (plain and depthwise)."""
-    import keras
-
-    if not isinstance(layer, (keras.layers.Conv2D, keras.layers.DepthwiseConv2D)):
-        return False
-    return min(layer.kernel_size) >= 3
 
 
 class TechniqueConfig:
@@ -212,7 +204,7 @@ class TechniqueConfig:
         """
         import keras
 
-        if self.shadow is not None and _is_augmentable_conv(layer):
+        if self.shadow is not None and is_augmentable_convolution(layer):
             from keras_wtrain.layers.shadow_weights import ShadowWeights
 
             return ShadowWeights(layer, transform=self.shadow_transform(), seed=self.seed)

@@ -6,7 +6,6 @@ import pytest
 
 import keras_wtrain
 from keras_wtrain.callbacks import WeightNormalizationInitializer
-from keras_wtrain.layers import MeanOnlyBatchNormalization
 from keras_wtrain.layers import WeightNormalization
 
 tf = pytest.importorskip("tensorflow")
@@ -310,17 +309,101 @@ def test_bad_data_init_argument():
         WeightNormalization(keras.layers.Dense(2), data_init="yes")
 
 
-def test_mean_only_batch_normalization_matches_numpy(tmp_path, rng):
-    layer = MeanOnlyBatchNormalization(momentum=0.9)
-    x = (rng.normal(size=(16, 4, 4, 3)) + 2).astype("float32")
-    y = layer(x, training=True).numpy()
-    mean = x.mean(axis=(0, 1, 2))
-    np.testing.assert_allclose(y, x - mean, atol=1e-5)  # beta starts at zero, no division
-    np.testing.assert_allclose(layer.moving_mean.numpy(), 0.1 * mean, atol=1e-6)
-    np.testing.assert_allclose(layer(x, training=False).numpy(), x - 0.1 * mean, atol=1e-5)
-    model = keras.Sequential([keras.Input((4, 4, 3)), layer])
-    model.save(tmp_path / "mobn.keras")
-    loaded = keras.models.load_model(tmp_path / "mobn.keras")
-    np.testing.assert_allclose(loaded.layers[0].moving_mean.numpy(), layer.moving_mean.numpy())
-    with pytest.raises(ValueError, match="momentum"):
-        MeanOnlyBatchNormalization(momentum=1.5)
+def _subclassed_model(data_init):
+    class Net(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.conv = WeightNormalization(keras.layers.Conv2D(4, 3, activation="relu"), data_init=data_init)
+            self.flatten = keras.layers.Flatten()
+            self.head = WeightNormalization(keras.layers.Dense(3), data_init=data_init)
+
+        def call(self, x):
+            return self.head(self.flatten(self.conv(x)))
+
+    return Net()
+
+
+def test_subclassed_model_builds_symbolically_and_trains(rng):
+    # g used to start from a tensor of the scratch graph of the symbolic build ("out of scope" on the first call).
+    x = rng.normal(size=(16, 6, 6, 2)).astype("float32")
+    y = rng.integers(0, 3, 16)
+    model = _subclassed_model(data_init=False)
+    model.compile(keras.optimizers.SGD(0.0), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(x, y, batch_size=16, epochs=1, verbose=0)  # builds inside fit's symbolic build; no update
+    for layer in (model.conv, model.head):
+        v = layer.layer.kernel.numpy()
+        norm = np.sqrt(np.sum(v.astype(np.float64) ** 2, axis=tuple(range(v.ndim - 1))))
+        np.testing.assert_allclose(layer.g_weights[0].numpy(), norm, rtol=1e-5)  # g starts at ||v||
+    g_before = model.head.g_weights[0].numpy()
+    model.compile(keras.optimizers.SGD(0.1), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    history = model.fit(x, y, batch_size=16, epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"][0])
+    assert not np.allclose(g_before, model.head.g_weights[0].numpy())
+
+
+def test_subclassed_model_with_data_init_trains(rng):
+    x = rng.normal(size=(32, 6, 6, 2)).astype("float32")
+    y = rng.integers(0, 3, 32)
+    model = _subclassed_model(data_init=True)
+    model.compile("sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(x, y, batch_size=16, epochs=1, verbose=0, callbacks=[WeightNormalizationInitializer(x)])
+    assert all(layer.is_initialized() for layer in (model.conv, model.head))
+
+
+def test_data_init_through_time_distributed_uses_every_timestep(rng):
+    # TimeDistributed calls the wrapper once per timestep; the init used to take the first timestep only.
+    steps = np.arange(5, dtype="float32")[None, :, None]
+    x = (rng.normal(size=(64, 5, 4)) * (1 + steps) + 2 * steps).astype("float32")
+    inputs = keras.Input((5, 4))
+    h = keras.layers.TimeDistributed(WeightNormalization(keras.layers.Dense(3)))(inputs)
+    d = WeightNormalization(keras.layers.Dense(2))(keras.layers.Flatten()(keras.layers.ReLU()(h)))
+    model = keras.Model(inputs, [h, d])
+    assert keras_wtrain.initialize_weight_normalization(model, x) == 2
+    for out in model(x, training=False):
+        out = np.asarray(out).reshape(-1, out.shape[-1])
+        np.testing.assert_allclose(out.mean(axis=0), 0.0, atol=1e-3)
+        np.testing.assert_allclose(out.std(axis=0), 1.0, atol=1e-3)
+    assert keras_wtrain.initialize_weight_normalization(model, x) == 0
+
+
+def test_data_init_of_a_shared_layer_uses_all_its_calls(rng):
+    shared = WeightNormalization(keras.layers.Dense(3))
+    a, b = keras.Input((4,)), keras.Input((4,))
+    model = keras.Model([a, b], keras.layers.Concatenate(axis=0)([shared(a), shared(b)]))
+    xa = rng.normal(size=(50, 4)).astype("float32")
+    xb = (rng.normal(size=(50, 4)) * 3 - 4).astype("float32")
+    assert keras_wtrain.initialize_weight_normalization(model, [xa, xb]) == 1
+    out = np.asarray(model([xa, xb]))
+    np.testing.assert_allclose(out.mean(axis=0), 0.0, atol=1e-3)
+    np.testing.assert_allclose(out.std(axis=0), 1.0, atol=1e-3)
+
+
+def _our_warnings(record):
+    return [w for w in record if "initialize_weight_normalization" in str(w.message)]
+
+
+def test_training_before_data_init_warns_once(tmp_path, rng):
+    import warnings
+
+    x, y = rng.normal(size=(32, 4)).astype("float32"), rng.normal(size=(32, 2)).astype("float32")
+
+    def model_fn():
+        model = keras.Sequential([keras.Input((4,)), WeightNormalization(keras.layers.Dense(2))])
+        model.compile("sgd", "mse")
+        return model
+
+    model = model_fn()
+    with pytest.warns(UserWarning, match=r"keras_wtrain.initialize_weight_normalization\(model, x_batch\)"):
+        model.fit(x, y, epochs=1, verbose=0)
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        model.fit(x, y, epochs=1, verbose=0)  # once: the second fit says nothing
+        initialised = model_fn()
+        keras_wtrain.initialize_weight_normalization(initialised, x)
+        initialised.fit(x, y, epochs=1, verbose=0)
+        initialised.save(tmp_path / "m.keras")
+        keras.models.load_model(tmp_path / "m.keras").fit(x, y, epochs=1, verbose=0)
+        plain = keras.Sequential([keras.Input((4,)), WeightNormalization(keras.layers.Dense(2), data_init=False)])
+        plain.compile("sgd", "mse")
+        plain.fit(x, y, epochs=1, verbose=0)
+    assert _our_warnings(record) == []

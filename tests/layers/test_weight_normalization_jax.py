@@ -52,3 +52,30 @@ def test_data_parallel_two_host_devices(digits):
         assert history.history["loss"][-1] < history.history["loss"][0]
     finally:
         keras.distribution.set_distribution(None)
+
+
+def test_subclassed_model_trains_and_time_distributed_init_uses_every_timestep(rng):
+    class Net(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.dense = WeightNormalization(keras.layers.Dense(4, activation="relu"), data_init=False)
+            self.head = WeightNormalization(keras.layers.Dense(2), data_init=False)
+
+        def call(self, x):
+            return self.head(self.dense(x))
+
+    x = rng.normal(size=(16, 3)).astype("float32")
+    model = Net()
+    model.compile("sgd", "mse")
+    history = model.fit(x, np.zeros((16, 2), "float32"), batch_size=16, epochs=2, verbose=0)
+    assert np.all(np.isfinite(history.history["loss"]))
+
+    steps = np.arange(4, dtype="float32")[None, :, None]
+    sequences = (rng.normal(size=(32, 4, 3)) * (1 + steps) + steps).astype("float32")
+    td = keras.Sequential(
+        [keras.Input((4, 3)), keras.layers.TimeDistributed(WeightNormalization(keras.layers.Dense(2)))]
+    )
+    assert keras_wtrain.initialize_weight_normalization(td, sequences) == 1
+    out = np.asarray(td(sequences)).reshape(-1, 2)
+    np.testing.assert_allclose(out.mean(axis=0), 0.0, atol=1e-3)
+    np.testing.assert_allclose(out.std(axis=0), 1.0, atol=1e-3)

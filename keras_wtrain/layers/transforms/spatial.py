@@ -1,0 +1,298 @@
+"""Spatial transforms of convolution kernels: shift, crop-and-stretch, flip, quarter-turn rotation.
+
+Each acts on the spatial axes of a convolution kernel, the same draw for
+every filter, as in the code of the WAS authors (arXiv:2405.19590):
+`RandomTranslate` (their enabled default, torchvision
+`RandomAffine(translate=...)`, zero fill), `RandomResizedCrop` (their
+crop-and-stretch), `RandomFlip` and `RandomRotate90` (present, disabled).
+
+Example:
+
+```python
+import numpy as np
+from keras_wtrain.layers.transforms.spatial import RandomTranslate
+
+shadow = RandomTranslate(0.3)(np.ones((3, 3, 2, 4), "float32"), seed=0)
+```
+"""
+
+import math
+
+import keras
+from keras import ops
+
+from keras_wtrain.layers.transforms.base import Transform
+from keras_wtrain.layers.transforms.base import along_axis
+from keras_wtrain.layers.transforms.base import default_spatial_axes
+from keras_wtrain.rng import as_seed
+from keras_wtrain.rng import uniform
+from keras_wtrain.validation import check_choice
+from keras_wtrain.validation import check_probability
+
+__all__ = ["RandomFlip", "RandomResizedCrop", "RandomRotate90", "RandomTranslate"]
+
+
+@keras.saving.register_keras_serializable(package="keras_wtrain")
+class RandomTranslate(Transform):
+    """Random translation of a conv kernel's taps with zero fill (the WAS default shift).
+
+    For each spatial axis of size `k`, an offset `s = round(u)`, `u ~ U(-max_shift·k,
+    max_shift·k)`, is drawn and `out[i] = in[i - s]` (taps pushed out are dropped,
+    the vacated ones are zero). One draw per call, shared by all filters. This is
+    torchvision's `RandomAffine(degrees=0, translate=(max_shift, max_shift))` as the
+    authors of arXiv:2405.19590 apply it to a `(out, in, k, k)` weight: on a 3×3
+    kernel with `max_shift=0.3`, each axis shifts by −1/0/+1 with probability
+    ≈ 0.22/0.56/0.22.
+
+    Args:
+        max_shift: largest shift as a fraction of the kernel size, in `[0, 1)`.
+
+    Raises:
+        ValueError: if `max_shift` is outside `[0, 1)`.
+
+    Example:
+
+    ```python
+    import numpy as np
+    from keras_wtrain.layers.transforms import RandomTranslate
+
+    shadow = RandomTranslate(0.3)(np.ones((3, 3, 2, 4), "float32"), seed=1)
+    ```
+    """
+
+    spatial = True
+
+    def __init__(self, max_shift=0.3):
+        self.max_shift = check_probability("max_shift", max_shift, high_inclusive=False, owner="RandomTranslate")
+
+    def sample(self, shape, seed=None, spatial_axes=None):
+        """Draws one integer shift per spatial axis: `{"shifts": int32 tensor (len(spatial_axes),)}`."""
+        seed = as_seed(seed)
+        axes = default_spatial_axes(shape) if spatial_axes is None else spatial_axes
+        shifts = []
+        for axis in axes:
+            bound = self.max_shift * shape[axis]
+            u = uniform((), minval=-bound, maxval=bound, seed=seed)
+            shifts.append(ops.cast(ops.round(u), "int32"))
+        return {"shifts": ops.stack(shifts)}
+
+    def apply(self, kernel, params, spatial_axes=None):
+        """Shifts `kernel` along each spatial axis by `params["shifts"]`, zero fill."""
+        axes = default_spatial_axes(kernel.shape) if spatial_axes is None else spatial_axes
+        for n, axis in enumerate(axes):
+            k = kernel.shape[axis]
+            i = ops.expand_dims(ops.arange(k, dtype="int32"), 1)
+            j = ops.expand_dims(ops.arange(k, dtype="int32"), 0)
+            matrix = ops.cast(ops.equal(j, i - params["shifts"][n]), kernel.dtype)
+            kernel = along_axis(matrix, kernel, axis)
+        return kernel
+
+    def get_config(self):
+        return {"max_shift": self.max_shift}
+
+
+@keras.saving.register_keras_serializable(package="keras_wtrain")
+class RandomResizedCrop(Transform):
+    """Random crop of the kernel's spatial taps, stretched back to full size (bilinear).
+
+    The authors' second transform, torchvision's `RandomResizedCrop((k, k),
+    scale=(0.8, 1.0))` applied to the kernel. For two spatial axes the crop is
+    drawn as torchvision does (area fraction `s ~ U(scale)`, log aspect ratio
+    `~ U(log ratio)`, `w = round(sqrt(s·A·r))`, `h = round(sqrt(s·A/r))`, first
+    of 10 valid attempts, else the whole kernel; offsets uniform), then resized
+    back with bilinear interpolation (`align_corners=False`, edge clamp). On a
+    3×3 kernel most draws are the identity; the others stretch a 2×3 or 3×2 crop.
+    For 1 or 3 spatial axes each axis keeps `round(k·s^(1/n))` taps (no ratio).
+
+    Args:
+        scale: `(low, high)` range of the kept area fraction, `0 < low <= high <= 1`.
+        ratio: `(low, high)` range of the aspect ratio (2-D kernels), `0 < low <= high`.
+
+    Raises:
+        ValueError: for ranges outside those bounds.
+
+    Example:
+
+    ```python
+    import numpy as np
+    from keras_wtrain.layers.transforms import RandomResizedCrop
+
+    shadow = RandomResizedCrop(scale=(0.5, 1.0))(np.ones((5, 5, 2, 4), "float32"), seed=1)
+    ```
+    """
+
+    spatial = True
+    _ATTEMPTS = 10
+
+    def __init__(self, scale=(0.8, 1.0), ratio=(3.0 / 4.0, 4.0 / 3.0)):
+        scale = tuple(float(v) for v in scale)
+        ratio = tuple(float(v) for v in ratio)
+        if len(scale) != 2 or not 0.0 < scale[0] <= scale[1] <= 1.0:
+            raise ValueError(
+                "RandomResizedCrop: argument `scale` must be (low, high) with 0 < low <= high <= 1; "
+                f"received {scale!r}."
+            )
+        if len(ratio) != 2 or not 0.0 < ratio[0] <= ratio[1]:
+            raise ValueError(
+                f"RandomResizedCrop: argument `ratio` must be (low, high) with 0 < low <= high; received {ratio!r}."
+            )
+        self.scale = scale
+        self.ratio = ratio
+
+    def sample(self, shape, seed=None, spatial_axes=None):
+        """Draws the crop: `{"starts": int32 (n,), "lengths": int32 (n,)}` over the spatial axes."""
+        seed = as_seed(seed)
+        axes = default_spatial_axes(shape) if spatial_axes is None else spatial_axes
+        sizes = [int(shape[a]) for a in axes]
+        if len(axes) == 2:
+            h_full, w_full = sizes
+            area = float(h_full * w_full)
+            s = uniform((self._ATTEMPTS,), self.scale[0], self.scale[1], seed=seed)
+            log_r = uniform((self._ATTEMPTS,), math.log(self.ratio[0]), math.log(self.ratio[1]), seed=seed)
+            r = ops.exp(log_r)
+            w = ops.cast(ops.round(ops.sqrt(area * s * r)), "int32")
+            h = ops.cast(ops.round(ops.sqrt(area * s / r)), "int32")
+            valid = ops.logical_and(ops.logical_and(w > 0, w <= w_full), ops.logical_and(h > 0, h <= h_full))
+            first = ops.argmax(ops.cast(valid, "int32"))
+            found = ops.any(valid)
+            lengths = [
+                ops.where(found, ops.take(h, first), h_full),
+                ops.where(found, ops.take(w, first), w_full),
+            ]
+        else:
+            s = uniform((), self.scale[0], self.scale[1], seed=seed)
+            frac = ops.power(s, 1.0 / len(axes))
+            lengths = [ops.clip(ops.cast(ops.round(k * frac), "int32"), 1, k) for k in sizes]
+        starts = []
+        for k, length in zip(sizes, lengths):
+            u = uniform((), seed=seed)
+            room = ops.cast(k - length + 1, "float32")
+            starts.append(ops.minimum(ops.cast(ops.floor(u * room), "int32"), k - length))
+        return {"starts": ops.stack(starts), "lengths": ops.stack([ops.cast(v, "int32") for v in lengths])}
+
+    def apply(self, kernel, params, spatial_axes=None):
+        """Crops `[start, start+length)` on each spatial axis and resizes back bilinearly."""
+        axes = default_spatial_axes(kernel.shape) if spatial_axes is None else spatial_axes
+        for n, axis in enumerate(axes):
+            k = kernel.shape[axis]
+            start = ops.cast(params["starts"][n], "float32")
+            length = ops.cast(params["lengths"][n], "float32")
+            i = ops.arange(k, dtype="float32")
+            src = ops.maximum((i + 0.5) * length / k - 0.5, 0.0)
+            i0 = ops.floor(src)
+            lam = src - i0
+            i1 = ops.minimum(i0 + 1.0, length - 1.0)
+            j = ops.expand_dims(ops.arange(k, dtype="float32"), 0)
+            lo = ops.expand_dims(start + i0, 1)
+            hi = ops.expand_dims(start + i1, 1)
+            lam = ops.expand_dims(lam, 1)
+            matrix = ops.cast(ops.equal(j, lo), "float32") * (1.0 - lam) + ops.cast(ops.equal(j, hi), "float32") * lam
+            kernel = along_axis(ops.cast(matrix, kernel.dtype), kernel, axis)
+        return kernel
+
+    def get_config(self):
+        return {"scale": list(self.scale), "ratio": list(self.ratio)}
+
+
+_FLIP_MODES = ("horizontal", "vertical", "horizontal_and_vertical")
+
+
+@keras.saving.register_keras_serializable(package="keras_wtrain")
+class RandomFlip(Transform):
+    """Random flip of a conv kernel along its spatial axes.
+
+    `"horizontal"` flips the last spatial axis (width), `"vertical"` the first
+    (height), `"horizontal_and_vertical"` each independently; each flip happens
+    with probability `probability`. (Present but disabled in the authors' code.)
+
+    Args:
+        mode: `"horizontal"`, `"vertical"` or `"horizontal_and_vertical"`.
+        probability: probability of each flip, in `[0, 1]`.
+
+    Raises:
+        ValueError: for an unknown `mode` or a probability outside `[0, 1]`.
+
+    Example:
+
+    ```python
+    import numpy as np
+    from keras_wtrain.layers.transforms import RandomFlip
+
+    shadow = RandomFlip("horizontal")(np.ones((3, 3, 2, 4), "float32"), seed=1)
+    ```
+    """
+
+    spatial = True
+
+    def __init__(self, mode="horizontal_and_vertical", probability=0.5):
+        self.mode = check_choice("mode", mode, _FLIP_MODES, owner="RandomFlip")
+        self.probability = check_probability("probability", probability, owner="RandomFlip")
+
+    def _flip_axes(self, spatial_axes):
+        axes = []
+        if self.mode in ("vertical", "horizontal_and_vertical"):
+            axes.append(spatial_axes[0])
+        if self.mode in ("horizontal", "horizontal_and_vertical") and spatial_axes[-1] not in axes:
+            axes.append(spatial_axes[-1])
+        return axes
+
+    def sample(self, shape, seed=None, spatial_axes=None):
+        """Draws one flip decision per flipped axis: `{"flips": bool (n,)}`."""
+        seed = as_seed(seed)
+        axes = self._flip_axes(default_spatial_axes(shape) if spatial_axes is None else spatial_axes)
+        return {"flips": uniform((len(axes),), seed=seed) < self.probability}
+
+    def apply(self, kernel, params, spatial_axes=None):
+        """Flips the kernel along the axes whose decision is True."""
+        axes = self._flip_axes(default_spatial_axes(kernel.shape) if spatial_axes is None else spatial_axes)
+        for n, axis in enumerate(axes):
+            kernel = ops.where(params["flips"][n], ops.flip(kernel, axis=axis), kernel)
+        return kernel
+
+    def get_config(self):
+        return {"mode": self.mode, "probability": self.probability}
+
+
+@keras.saving.register_keras_serializable(package="keras_wtrain")
+class RandomRotate90(Transform):
+    """Rotation of a conv kernel by a random multiple of 90° in its first two spatial axes.
+
+    `k ~ U{0, 1, 2, 3}` quarter turns (`numpy.rot90(kernel, k, axes)`). Needs at
+    least two spatial axes of equal size. (Disabled in the authors' code.)
+
+    Raises:
+        ValueError: (at use) if the kernel has fewer than two spatial axes or they differ in size.
+
+    Example:
+
+    ```python
+    import numpy as np
+    from keras_wtrain.layers.transforms import RandomRotate90
+
+    shadow = RandomRotate90()(np.ones((3, 3, 2, 4), "float32"), seed=1)
+    ```
+    """
+
+    spatial = True
+
+    def check(self, kernel_shape, spatial_axes=None):
+        super().check(kernel_shape, spatial_axes)
+        axes = default_spatial_axes(kernel_shape) if spatial_axes is None else tuple(spatial_axes)
+        if len(axes) < 2 or kernel_shape[axes[0]] != kernel_shape[axes[1]]:
+            raise ValueError(
+                "RandomRotate90 needs a kernel with at least two spatial axes of equal size; received kernel "
+                f"shape {tuple(kernel_shape)} with spatial axes {axes}."
+            )
+
+    def sample(self, shape, seed=None, spatial_axes=None):
+        """Draws the number of quarter turns: `{"k": int32 scalar in [0, 4)}`."""
+        seed = as_seed(seed)
+        u = uniform((), seed=seed)
+        return {"k": ops.minimum(ops.cast(ops.floor(u * 4.0), "int32"), 3)}
+
+    def apply(self, kernel, params, spatial_axes=None):
+        """Rotates by `params["k"]` quarter turns."""
+        axes = default_spatial_axes(kernel.shape) if spatial_axes is None else spatial_axes
+        plane = (axes[0], axes[1])
+        candidates = ops.stack([ops.rot90(kernel, k=k, axes=plane) for k in range(4)])
+        return ops.take(candidates, params["k"], axis=0)
