@@ -12,6 +12,7 @@ import keras_wtrain
 
 # Modules whose `__all__` is public API, besides the top-level names.
 PUBLIC_MODULES = (
+    "keras_wtrain.batchnorm",
     "keras_wtrain.callbacks",
     "keras_wtrain.cli",
     "keras_wtrain.compare",

@@ -1,19 +1,33 @@
 """Callbacks of keras-wtrain."""
 
+from keras_wtrain.batchnorm import update_batchnorm_statistics
+from keras_wtrain.callbacks.averaging import AVERAGING_RULES
+from keras_wtrain.callbacks.averaging import Average
+from keras_wtrain.callbacks.averaging import AveragingContext
+from keras_wtrain.callbacks.checkpoint_buffer import CheckpointBuffer
 from keras_wtrain.callbacks.optimum_shifting import OptimumShifting
 from keras_wtrain.callbacks.optimum_shifting import minimum_norm_kernel
 from keras_wtrain.callbacks.optimum_shifting import optimum_shift
+from keras_wtrain.callbacks.selection import select_checkpoints
+from keras_wtrain.callbacks.selection_objective import SelectionObjective
+from keras_wtrain.callbacks.trajectory_recorder import TrajectoryRecorder
 from keras_wtrain.callbacks.weight_averaging import SelectiveWeightAveraging
 from keras_wtrain.callbacks.weight_averaging import SeWA
-from keras_wtrain.callbacks.weight_averaging import update_batchnorm_statistics
 from keras_wtrain.callbacks.weight_normalization_init import WeightNormalizationInitializer
 
 __all__ = [
+    "AVERAGING_RULES",
+    "Average",
+    "AveragingContext",
+    "CheckpointBuffer",
     "OptimumShifting",
     "SeWA",
+    "SelectionObjective",
     "SelectiveWeightAveraging",
+    "TrajectoryRecorder",
     "WeightNormalizationInitializer",
     "minimum_norm_kernel",
     "optimum_shift",
+    "select_checkpoints",
     "update_batchnorm_statistics",
 ]

@@ -323,3 +323,121 @@ def test_mirrored_strategy_with_batchnorm(two_cpu_strategy, digits):
     np.testing.assert_allclose(_flat(model)[:trainable], expected[:trainable], rtol=1e-5, atol=1e-6)
     # BN statistics were recomputed (differ from the averaged ones).
     assert not np.allclose(_flat(model)[trainable:], expected[trainable:])
+
+
+# --------------------------------------------------------------------------------------------------
+# The step count, models built in their first step, dict inputs, rule functions, TF retracing
+
+
+class _Subclassed(keras.Model):
+    def __init__(self):
+        super().__init__(name="subclassed")  # the default name from "_Subclassed" is not a valid TF scope
+        self.hidden = keras.layers.Dense(8, activation="relu")
+        self.out = keras.layers.Dense(10)
+
+    def call(self, x):
+        return self.out(self.hidden(x))
+
+
+def _model_of_kind(kind):
+    keras.utils.set_random_seed(0)
+    if kind == "sequential_without_input":  # on TensorFlow its variables appear in the first training step
+        model = keras.Sequential([keras.layers.Dense(8, activation="relu"), keras.layers.Dense(10)])
+    elif kind == "functional":
+        inputs = keras.Input((64,))
+        model = keras.Model(inputs, keras.layers.Dense(10)(keras.layers.Dense(8, activation="relu")(inputs)))
+    else:
+        model = _Subclassed()
+    model.compile(keras.optimizers.Adam(1e-2), _loss())
+    return model
+
+
+@pytest.mark.parametrize("kind", ["sequential_without_input", "functional", "subclassed"])
+def test_ema_matches_numpy_on_models_built_in_training(kind, digits):
+    x, y = digits.x_train[:192].reshape(192, -1), digits.y_train[:192]
+    model, recorder = _model_of_kind(kind), _Recorder()
+    cb = SelectiveWeightAveraging(k=2, num_checkpoints=3, start=2, strategy="ema", ema_decay=0.7)
+    model.fit(x, y, batch_size=32, epochs=2, verbose=0, shuffle=False, callbacks=[recorder, cb])  # 12 steps
+    assert cb.model_size == 64 * 8 + 8 + 8 * 10 + 10
+    np.testing.assert_array_equal(cb.checkpoint_steps, [10, 11, 12])
+    ema = recorder.weights[2].astype(np.float64)
+    for step in range(3, 13):
+        ema = 0.7 * ema + 0.3 * recorder.weights[step]
+    np.testing.assert_allclose(cb.average_weights("ema")[0], ema, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(_flat(model), ema, rtol=1e-5, atol=1e-6)  # installed at train end
+
+
+def test_steps_come_from_the_optimizer_across_fits_and_steps_per_execution(digits):
+    x, y = digits.x_train[:256].reshape(256, -1), digits.y_train[:256]
+    model = _small_model()
+    model.compile(keras.optimizers.Adam(1e-2), _loss(), steps_per_execution=3)
+    batch_end_steps = []
+
+    class _Steps(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            batch_end_steps.append(int(keras.ops.convert_to_numpy(self.model.optimizer.iterations)))
+
+    cb = SelectiveWeightAveraging(k=2, num_checkpoints=20, start=1, every_n_steps=4, strategy="swa", install=False)
+    model.fit(x, y, batch_size=32, epochs=1, verbose=0, callbacks=[_Steps(), cb])
+    model.fit(x, y, batch_size=32, epochs=1, verbose=0, callbacks=[_Steps(), cb])  # steps 9..16, global
+    assert batch_end_steps[-1] == 16
+    due = [s for s in range(1, 17) if (s - 1) % 4 == 0]  # 1, 5, 9, 13
+    previous = [0] + batch_end_steps[:-1]
+    expected = [s for p, s in zip(previous, batch_end_steps) if any(p < d <= s for d in due)]
+    np.testing.assert_array_equal(cb.checkpoint_steps, expected)
+
+
+def test_dict_inputs_and_a_rule_function(digits):
+    x, y = digits.x_train[:128].reshape(128, -1), digits.y_train[:128]
+    inputs = {"left": keras.Input((32,), name="left"), "right": keras.Input((32,), name="right")}
+    hidden = keras.layers.Dense(8, activation="relu")(keras.layers.Concatenate()([inputs["left"], inputs["right"]]))
+    model = keras.Model(inputs, keras.layers.Dense(10)(hidden))
+    model.compile(keras.optimizers.Adam(1e-2), _loss())
+    data = ({"left": x[:, :32], "right": x[:, 32:]}, y)
+
+    def oldest_two(checkpoints, context):
+        return checkpoints[:2].mean(0), [0, 1]
+
+    cb = SelectiveWeightAveraging(k=2, num_checkpoints=4, strategy=oldest_two, selection_data=data)
+    model.fit(*data, batch_size=32, epochs=2, verbose=0, callbacks=[cb])
+    assert cb.selected_steps == [5, 6]
+    np.testing.assert_allclose(_flat(model), cb.checkpoints()[:2].mean(0), rtol=1e-6)
+    assert cb.average_loss == pytest.approx(model.evaluate(*data, verbose=0), rel=1e-5)
+    # SeWA's gradient path reads minibatches of the dict inputs too.
+    cb.selection_steps = 3
+    indices, s = cb.select()
+    assert len(indices) == 2 and s.sum() == pytest.approx(2, abs=1e-6)
+
+
+@pytest.mark.tensorflow_only
+def test_many_callbacks_on_new_models_log_no_tf_retracing_warning(digits):
+    # A compare() run makes one callback per (technique, seed), each on a new model; the selection
+    # objective used to build a tf.function per callback, and TF warned about frequent retracing.
+    import logging
+    import warnings
+
+    x, y = digits.x_train[:64].reshape(64, -1), digits.y_train[:64]
+    messages = []
+
+    class _Capture(logging.Handler):
+        def emit(self, record):
+            messages.append(record.getMessage())
+
+    handler, logger = _Capture(logging.WARNING), logging.getLogger("tensorflow")
+    logger.addHandler(handler)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            for i, strategy in enumerate(["swa", "ema", "lawa", "sewa", "swa", "ema", "sewa"]):
+                model = _small_model(seed=i)
+                cb = SelectiveWeightAveraging(
+                    k=2, num_checkpoints=2, strategy=strategy, selection_data=(x, y), selection_steps=2, num_samples=1
+                )
+                # 8 steps per model, so Keras' own train function (also one code object for all models)
+                # is called often enough between its traces not to warn either.
+                model.fit(x, y, batch_size=8, epochs=1, verbose=0, callbacks=[cb])
+                assert np.isfinite(cb.average_loss)
+    finally:
+        logger.removeHandler(handler)
+    retracing = [m for m in messages + [str(w.message) for w in caught] if "retracing" in m]
+    assert not retracing, retracing[0]

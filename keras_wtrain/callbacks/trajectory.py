@@ -1,0 +1,160 @@
+"""The recorded training trajectory of weight averaging: kept checkpoints, running EMA, rollback.
+
+`Trajectory` pairs a `CheckpointBuffer` (the last `T` checkpoints) with the EMA of every checkpoint
+recorded since the start (`averaging.ema_accumulate`), saves both together (so a disk-backed
+trajectory resumes in a new process), and rolls both back when training resumes from an earlier
+step. `checkpoint_due` is the schedule: which global steps are checkpointed.
+
+Example:
+
+```python
+import numpy as np
+from keras_wtrain.callbacks.trajectory import Trajectory, checkpoint_due
+
+trajectory = Trajectory(capacity=2, size=1, ema_decay=0.5)
+for step in range(1, 8):
+    if checkpoint_due(step - 1, step, start=3, every_n_steps=2):   # steps 3, 5, 7
+        trajectory.record(np.array([float(step)], "float32"), step)
+assert trajectory.steps.tolist() == [5, 7] and trajectory.ema.average.tolist() == [5.5]
+```
+"""
+
+import numpy as np
+
+from keras_wtrain.callbacks.averaging import EmaState
+from keras_wtrain.callbacks.averaging import ema_accumulate
+from keras_wtrain.callbacks.checkpoint_buffer import CheckpointBuffer
+
+__all__ = ["Trajectory", "checkpoint_due"]
+
+
+def checkpoint_due(previous_step, step, start, every_n_steps):
+    """Whether a checkpoint is due after moving from global `previous_step` to `step`.
+
+    Checkpoints are due at steps `start`, `start + every_n_steps`, ...; with `steps_per_execution > 1`
+    several steps pass between two batch ends, and one checkpoint is due if a due step was crossed.
+
+    Example:
+
+    ```python
+    from keras_wtrain.callbacks.trajectory import checkpoint_due
+
+    assert checkpoint_due(4, 5, start=3, every_n_steps=2)
+    assert not checkpoint_due(5, 6, start=3, every_n_steps=2)
+    assert checkpoint_due(2, 6, start=3, every_n_steps=2)   # 4 steps at once cross steps 3 and 5
+    ```
+    """
+    if step < start:
+        return False
+    due_before = (previous_step - start) // every_n_steps if previous_step >= start else -1
+    return (step - start) // every_n_steps > due_before
+
+
+class Trajectory:
+    """The last `capacity` checkpoints of a run and the EMA of all its checkpoints, saved together.
+
+    Args:
+        capacity: checkpoints kept (`T`), a positive int.
+        size: floats per checkpoint (`P`).
+        ema_decay: EMA decay per checkpoint, in [0, 1).
+        directory: optional directory of a disk-backed, resumable buffer (see `CheckpointBuffer`);
+            the EMA is saved there as `sewa_ema.npy` with its count and last step in the state file.
+
+    Attributes:
+        buffer: the `CheckpointBuffer`.
+        ema: the `EmaState` of every checkpoint recorded (and not rolled back).
+
+    Example:
+
+    ```python
+    import numpy as np
+    from keras_wtrain.callbacks.trajectory import Trajectory
+
+    trajectory = Trajectory(capacity=3, size=2, ema_decay=0.9)
+    trajectory.record(np.ones(2, "float32"), step=10)
+    assert len(trajectory) == 1 and trajectory.ema.step == 10
+    ```
+    """
+
+    def __init__(self, capacity, size, ema_decay, directory=None):
+        self.ema_decay = ema_decay
+        self.buffer = CheckpointBuffer(capacity, size, directory=directory)
+        count = int(self.buffer.metadata.get("ema_count", 0))
+        average = self.buffer.arrays.get("ema") if count else None
+        step = int(self.buffer.metadata.get("ema_step", -1))
+        self.ema = EmaState(average, count, step) if average is not None else EmaState()
+
+    def __len__(self):
+        return len(self.buffer)
+
+    @property
+    def steps(self):
+        """Global steps of the kept checkpoints, oldest first."""
+        return self.buffer.steps
+
+    def checkpoints(self):
+        """The kept checkpoints, a `(len(self), size)` float32 array, oldest first.
+
+        Example:
+
+        ```python
+        import numpy as np
+        from keras_wtrain.callbacks.trajectory import Trajectory
+
+        trajectory = Trajectory(capacity=2, size=1, ema_decay=0.0)
+        trajectory.record(np.zeros(1, "float32"), step=1)
+        assert trajectory.checkpoints().shape == (1, 1)
+        ```
+        """
+        return self.buffer.checkpoints()
+
+    def _save(self):
+        arrays = {} if self.ema.average is None else {"ema": self.ema.average}
+        self.buffer.save(arrays=arrays, metadata={"ema_count": self.ema.count, "ema_step": self.ema.step})
+
+    def record(self, flat, step):
+        """Keeps checkpoint `flat` of global `step` and folds it into the EMA; saves both.
+
+        Example:
+
+        ```python
+        import numpy as np
+        from keras_wtrain.callbacks.trajectory import Trajectory
+
+        trajectory = Trajectory(capacity=2, size=1, ema_decay=0.5)
+        trajectory.record(np.zeros(1, "float32"), step=1)
+        trajectory.record(np.ones(1, "float32"), step=2)
+        assert trajectory.ema.average.tolist() == [0.5]
+        ```
+        """
+        flat = np.asarray(flat, np.float32)
+        self.buffer.append(flat, step)
+        self.ema = ema_accumulate(self.ema, flat, step, self.ema_decay)
+        self._save()
+
+    def drop_after(self, step):
+        """Forgets checkpoints taken after global `step` (a rolled-back segment); returns how many.
+
+        The EMA cannot be rolled back: if it saw a dropped checkpoint it is rebuilt from the kept ones.
+
+        Example:
+
+        ```python
+        import numpy as np
+        from keras_wtrain.callbacks.trajectory import Trajectory
+
+        trajectory = Trajectory(capacity=3, size=1, ema_decay=0.5)
+        for step in (1, 2, 3):
+            trajectory.record(np.array([float(step)], "float32"), step)
+        assert trajectory.drop_after(1) == 2 and trajectory.ema.average.tolist() == [1.0]
+        ```
+        """
+        dropped = self.buffer.drop_after(step)
+        if not dropped:
+            return 0
+        if self.ema.step > step:
+            self.ema = EmaState()
+            for row, kept_step in zip(self.buffer.checkpoints(), self.buffer.steps):
+                self.ema = ema_accumulate(self.ema, row, kept_step, self.ema_decay)
+        self._save()
+        return dropped

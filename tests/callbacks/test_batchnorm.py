@@ -1,0 +1,73 @@
+"""update_batchnorm_statistics (keras_wtrain.batchnorm): the cumulative mean of batch statistics, as
+`torch.optim.swa_utils.update_bn` computes it, checked against numpy."""
+
+import keras
+import numpy as np
+import pytest
+
+import keras_wtrain.callbacks
+import keras_wtrain.callbacks.weight_averaging
+from keras_wtrain.batchnorm import batchnorm_layers
+from keras_wtrain.batchnorm import update_batchnorm_statistics
+
+
+def _dense_bn(seed=0):
+    keras.utils.set_random_seed(seed)
+    return keras.Sequential([keras.Input((5,)), keras.layers.Dense(6), keras.layers.BatchNormalization()])
+
+
+def _expected(model, batches):
+    """Plain average over batches of each batch's mean and (biased) variance of the BN inputs."""
+    kernel, bias = (keras.ops.convert_to_numpy(w) for w in (model.layers[0].kernel, model.layers[0].bias))
+    hidden = [b.astype(np.float64) @ kernel + bias for b in batches]
+    return np.mean([h.mean(0) for h in hidden], 0), np.mean([h.var(0) for h in hidden], 0)
+
+
+def _moving(model):
+    bn = model.layers[1]
+    return keras.ops.convert_to_numpy(bn.moving_mean), keras.ops.convert_to_numpy(bn.moving_variance)
+
+
+def test_a_list_of_x_batches_uses_every_batch(rng):
+    # Unequal batches: each batch counts once (as in torch's update_bn with momentum=None).
+    batches = [rng.normal(size=(n, 5)).astype("float32") * (i + 1) + i for i, n in enumerate((16, 16, 8))]
+    model = _dense_bn()
+    assert update_batchnorm_statistics(model, batches) == 1
+    mean, var = _expected(model, batches)
+    np.testing.assert_allclose(_moving(model)[0], mean, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(_moving(model)[1], var, rtol=1e-4, atol=1e-5)
+    assert model.layers[1].momentum == 0.99  # restored
+
+
+def test_arrays_and_xy_tuples_are_cut_into_batches_with_a_cap(rng):
+    x = rng.normal(size=(100, 5)).astype("float32")
+    y = rng.integers(0, 2, 100)
+    for data in (x, (x, y)):
+        model = _dense_bn()
+        update_batchnorm_statistics(model, data, batch_size=32, max_examples=80)
+        mean, var = _expected(model, [x[0:32], x[32:64], x[64:80]])
+        np.testing.assert_allclose(_moving(model)[0], mean, rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(_moving(model)[1], var, rtol=1e-4, atol=1e-5)
+
+
+def test_dict_inputs_and_a_nested_batchnorm(rng):
+    a, b = keras.Input((3,), name="a"), keras.Input((2,), name="b")
+    inner = keras.Sequential([keras.Input((5,)), keras.layers.BatchNormalization()])
+    model = keras.Model({"a": a, "b": b}, inner(keras.layers.Concatenate()([a, b])))
+    assert len(batchnorm_layers(model)) == 1  # found inside the sub-model
+    x = {"a": rng.normal(size=(40, 3)).astype("float32"), "b": rng.normal(size=(40, 2)).astype("float32")}
+    update_batchnorm_statistics(model, x, batch_size=20)
+    h = np.concatenate([x["a"], x["b"]], axis=1).reshape(2, 20, 5)
+    bn = batchnorm_layers(model)[0]
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(bn.moving_mean), h.mean(1).mean(0), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(bn.moving_variance), h.var(1).mean(0), rtol=1e-4, atol=1e-5)
+
+
+def test_bad_arguments_and_old_import_paths():
+    model = _dense_bn()
+    with pytest.raises(ValueError, match="`batch_size`"):
+        update_batchnorm_statistics(model, np.zeros((4, 5)), batch_size=0)
+    with pytest.raises(TypeError, match="`max_examples`"):
+        update_batchnorm_statistics(model, np.zeros((4, 5)), max_examples=2.5)
+    assert keras_wtrain.callbacks.update_batchnorm_statistics is update_batchnorm_statistics
+    assert keras_wtrain.callbacks.weight_averaging.update_batchnorm_statistics is update_batchnorm_statistics
