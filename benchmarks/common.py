@@ -89,3 +89,14 @@ def _json_default(value):
     if isinstance(value, np.ndarray):
         return value.tolist()
     raise TypeError(type(value))
+
+
+def interval(values):
+    """`(mean, 95 % Student-t half-width)` of `values` (half-width NaN for fewer than two values)."""
+    from scipy import stats
+
+    values = np.asarray(values, dtype=np.float64)
+    mean = float(values.mean())
+    if len(values) < 2:
+        return mean, float("nan")
+    return mean, float(stats.t.ppf(0.975, len(values) - 1) * values.std(ddof=1) / np.sqrt(len(values)))

@@ -1,8 +1,10 @@
 """What gradient dropout's random draw costs, next to the matrix product it rides along.
 
 Times, under `jit_compile=True`, one keep/drop mask for the MNIST MLP's two large kernels
-(784 x 512 + 512 x 512 entries) drawn as float32 uniforms (what `GradientDropout` does), as
-uint32 integers and as float16 uniforms, against the first layer's 128 x 784 x 512 matmul.
+(784 x 512 + 512 x 512 entries) drawn as float32 uniforms (one per entry: `gradient_keep_mask`, and
+gradient dropout before it became 8-bit), as uint32 integers (one per entry), as float16 uniforms, and
+as 8-bit masks from a quarter as many uint32 words (one per four entries, per kernel: what
+`drop_gradients` / `GradientDropoutOptimizer` do), against the first layer's 128 x 784 x 512 matmul.
 Writes results/gradient_dropout_rng.{json,md}.
 
     python benchmarks/gradient_dropout_rng.py [--quick]
@@ -19,7 +21,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import tensorflow as tf  # noqa: E402
 from common import write_results  # noqa: E402
 
-ENTRIES = 784 * 512 + 512 * 512
+KERNELS = (784 * 512, 512 * 512)
+ENTRIES = sum(KERNELS)
 P = 0.1
 
 
@@ -42,6 +45,18 @@ def kernels():
         return tf.reduce_sum(tf.cast(u >= P, tf.float32))
 
     @tf.function(jit_compile=True)
+    def bytes_u8(seed):
+        threshold = tf.constant(round(P * 256), tf.uint8)
+        total = 0.0
+        for i, n in enumerate(KERNELS):
+            words = tf.random.stateless_uniform(
+                [-(-n // 4)], seed + [0, i], minval=None, maxval=None, dtype=tf.uint32, alg="philox"
+            )
+            random_bytes = tf.reshape(tf.bitcast(words, tf.uint8), [-1])[:n]
+            total += tf.reduce_sum(tf.cast(random_bytes >= threshold, tf.float32))
+        return total
+
+    @tf.function(jit_compile=True)
     def matmul(x, w):
         return tf.reduce_sum(x @ w)
 
@@ -51,6 +66,7 @@ def kernels():
         "mask, float32 uniform": (uniform_f32, (seed,)),
         "mask, uint32 bits": (bits_u32, (seed,)),
         "mask, float16 uniform": (uniform_f16, (seed,)),
+        "mask, 8-bit from uint32 words (n/4)": (bytes_u8, (seed,)),
         "matmul 128 x 784 x 512": (matmul, (x, w)),
     }
 

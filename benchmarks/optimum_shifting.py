@@ -28,6 +28,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
+from common import interval  # noqa: E402
 from common import write_results  # noqa: E402
 
 from keras_wtrain.callbacks.optimum_shifting import OptimumShifting  # noqa: E402
@@ -59,16 +60,6 @@ class TimedShifting(OptimumShifting):
         info = super().shift(epoch)
         self.shift_seconds = getattr(self, "shift_seconds", []) + [time.perf_counter() - start]
         return info
-
-
-def _interval(values):
-    from scipy import stats
-
-    values = np.asarray(values, dtype=np.float64)
-    mean = float(values.mean())
-    if len(values) < 2:
-        return mean, float("nan")
-    return mean, float(stats.t.ppf(0.975, len(values) - 1) * values.std(ddof=1) / np.sqrt(len(values)))
 
 
 def train(kind, seed, data, epochs, shifting):
@@ -165,7 +156,7 @@ def main():
         for key, label, scale, digits in KEYS:
             base = [r["baseline"][key] * scale for r in results]
             shifted = [r["optimum_shift"][key] * scale for r in results]
-            diff, ci = _interval(np.subtract(shifted, base))
+            diff, ci = interval(np.subtract(shifted, base))
             summary[kind][key] = {
                 "baseline": float(np.mean(base)),
                 "optimum_shift": float(np.mean(shifted)),

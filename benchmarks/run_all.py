@@ -13,7 +13,6 @@
 """
 
 import argparse
-import json
 import os
 import pathlib
 import shutil
@@ -40,6 +39,8 @@ SCRIPTS = (
     "gradient_dropout_rng",
     "weight_averaging",
     "optimum_shifting",
+    "tuning",
+    "shadow_ablation",
 )
 STEP_TECHNIQUES = ("weightnorm", "shadow", "loss-noise", "grad-dropout")
 TARGETS = {"weightnorm": 1.10, "shadow": 1.10, "loss-noise": 1.02, "grad-dropout": 1.10}
@@ -55,8 +56,9 @@ def overhead(quick):
     """
     import numpy as np
 
-    from keras_wtrain.compare import _technique_setup
+    from keras_wtrain.comparison import build_technique
     from keras_wtrain.data import load_mnist5k
+    from keras_wtrain.models import build_model
 
     data = load_mnist5k()
     repeats, seconds = (5, 0.3) if quick else (9, 1.0)
@@ -65,7 +67,13 @@ def overhead(quick):
         models = {}
         for technique in ("baseline", *STEP_TECHNIQUES):
             keras.utils.set_random_seed(0)
-            model, _ = _technique_setup(technique, kind, data, epochs=1, batch_size=128)
+            shape, classes = data.x_train.shape[1:], int(data.y_train.max()) + 1
+
+            def make_model(wrap, kind=kind, shape=shape, classes=classes):
+                return build_model(kind, shape, classes, wrap=wrap)
+
+            train = (data.x_train, data.y_train)
+            model = build_technique(technique, make_model, train, epochs=1, batch_size=128, seed=0).model
             model.compile(
                 keras.optimizers.Adam(1e-3),
                 keras.losses.SparseCategoricalCrossentropy(from_logits=True),
@@ -123,51 +131,20 @@ def run_scripts(quick):
 
 
 def run_compare(quick):
-    from keras_wtrain.compare import DEFAULTS
-    from keras_wtrain.compare import QUICK
-    from keras_wtrain.compare import compare
-    from keras_wtrain.data import load_dataset
+    from keras_wtrain.comparison import DEFAULTS
+    from keras_wtrain.comparison import QUICK
+    from keras_wtrain.comparison import compare
 
     settings = dict(DEFAULTS, **(QUICK if quick else {}))
-    data = load_dataset(settings["dataset"], train_size=settings["train_size"])
     return compare(
-        model=settings["model"],
+        settings["model"],
+        settings["dataset"],
         seeds=settings["seeds"],
         epochs=settings["epochs"],
+        train_size=settings["train_size"],
         batch_size=settings["batch_size"],
         out=RESULTS / "compare",
-        data=data,
     )
-
-
-def verdicts(summary):
-    """One plain sentence per technique: did test accuracy change, by how much, with a paired 95% CI?"""
-    lines = []
-    for technique, entry in summary.items():
-        if technique == "baseline":
-            continue
-        diff = entry["accuracy_diff_vs_baseline"]
-        mean, ci = 100 * diff["mean"], 100 * diff["ci95"]
-        if diff["mean"] == 0 and diff["std"] == 0:
-            why = (
-                " (expected: the shift keeps the model's outputs and aims at a flatter optimum, see Optimum "
-                "shifting below)"
-                if technique == "optimum-shift"
-                else ""
-            )
-            lines.append(f"- **{technique}**: identical test accuracy to plain Keras on every seed{why}.")
-        elif ci != ci:  # one seed: no interval
-            lines.append(f"- **{technique}**: {mean:+.2f} points (one seed, no confidence interval).")
-        elif mean - ci > 0:
-            lines.append(f"- **{technique}** helped: {mean:+.2f} points (95% CI {mean - ci:+.2f} to {mean + ci:+.2f}).")
-        elif mean + ci < 0:
-            lines.append(f"- **{technique}** hurt: {mean:+.2f} points (95% CI {mean - ci:+.2f} to {mean + ci:+.2f}).")
-        else:
-            lines.append(
-                f"- **{technique}**: no significant change, {mean:+.2f} points "
-                f"(95% CI {mean - ci:+.2f} to {mean + ci:+.2f} includes 0)."
-            )
-    return lines
 
 
 def _table(name):
@@ -196,32 +173,23 @@ def write_docs_page():
         "together with their targets, and the accuracy differences together with their confidence intervals.",
         "",
     ]
-    results_json = compare_dir / "results.json"
-    if results_json.exists():
-        results = json.loads(results_json.read_text())
-        cfg = results["config"]
-        for png in ("accuracy.png", "validation_curves.png"):
+    results_md = compare_dir / "results.md"
+    if results_md.exists():
+        for png in ("accuracy.png", "validation_curves.png", "accuracy_vs_sharpness.png"):
             if (compare_dir / png).exists():
                 shutil.copy(compare_dir / png, assets / png)
-        table = [line for line in (compare_dir / "results.md").read_text().splitlines() if line.startswith("|")]
+        # compare's own report (settings, convergence, table, verdicts, mechanisms), one heading level down.
+        body = results_md.read_text().splitlines()[1:]
+        body = ["#" + line if line.startswith("#") else line for line in body]
         parts += [
-            "## Which techniques helped",
-            "",
-            f"`keras-wtrain compare` with its defaults: {cfg['model']} on {cfg['dataset']}, {cfg['train_size']} "
-            f"training examples, {cfg['epochs']} epochs, {cfg['seeds']} seeds, batch {cfg['batch_size']}; "
-            f"{cfg['test_size']} test examples; all runs together took "
-            f"{cfg.get('total_wall_time_s', float('nan')) / 60:.1f} minutes. Differences are paired by seed "
-            "against plain Keras.",
-            "",
-            *verdicts(results["summary"]),
-            "",
-            "Cells are mean ± std [95% CI half-width] over seeds.",
-            "",
-            *table,
+            "## Which techniques helped: `keras-wtrain compare` with its defaults",
+            *body,
             "",
             "![Test accuracy per technique](assets/results/accuracy.png)",
             "",
             "![Validation accuracy during training](assets/results/validation_curves.png)",
+            "",
+            "![Test accuracy against sharpness](assets/results/accuracy_vs_sharpness.png)",
             "",
         ]
     parts += [
@@ -246,9 +214,14 @@ def write_docs_page():
         "gradient_dropout_rng": "Gradient dropout: what the random draw costs",
         "weight_averaging": "SeWA, SWA, LAWA and EMA",
         "optimum_shifting": "Optimum shifting",
+        "tuning": "Tuning: PSO vs RandomSearch vs BayesianOptimization",
+        "shadow_ablation": "Shadow weights (AOM): where they help",
     }
     for name in SCRIPTS:
         parts += [f"## {titles[name]}", "", f"From `python benchmarks/{name}.py`.", "", _table(name), ""]
+        if (RESULTS / f"{name}.png").exists():
+            shutil.copy(RESULTS / f"{name}.png", assets / f"{name}.png")
+            parts += [f"![{titles[name]}](assets/results/{name}.png)", ""]
     (DOCS / "results.md").write_text("\n".join(parts))
 
 

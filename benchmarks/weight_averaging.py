@@ -1,12 +1,18 @@
-"""Baseline vs SWA vs LAWA vs EMA vs random-K vs SeWA on the same training trajectory (MNIST-5k).
+"""SeWA vs LAWA vs SWA vs EMA vs a random K-subset on the same trajectory, in the converged compare regime.
 
-One training run per seed (MNIST CNN, 1,000-example training subset of MNIST-5k, Adam 1e-3, batch 64,
-`jit_compile=True`); a `SelectiveWeightAveraging(install=False)` callback keeps the last `T`
-checkpoints, and every strategy is computed afterwards from that same buffer
-(`average_weights(strategy)`), installed, and evaluated on the validation and test splits. The
-baseline is the final weights of the same run. Also measured: SeWA's selection wall time relative to
-the median training epoch of the same run, and (seed 0) the effect of temperature, number of samples
-and selection steps on the selection objective. Writes results/weight_averaging.{json,md}.
+One training run per seed with `keras-wtrain compare`'s converged regime (MNIST CNN, 1,000-example
+stratified MNIST-5k training subset, 15 epochs, batch 64, Adam with the learning rate decayed from 1e-3
+to 0 along a cosine: `keras_wtrain.comparison.default_optimizer`). A `SelectiveWeightAveraging(install=False)`
+callback keeps the checkpoints of compare's schedule (`averaging_schedule`: T = 20 spread over the second
+half of training, K = 10), and every strategy is computed afterwards from that same buffer
+(`average_weights(strategy)`), installed and evaluated once on the test split. The baseline is the final
+weights of the same run.
+
+Measured per seed: test accuracy of each strategy (paired against the baseline and against LAWA, 95 %
+Student-t intervals over seeds), the training-loss objective F of each average on the selection data
+(SeWA's own `selection_report`: its choice, LAWA, the whole window and the best of 20 random K-subsets),
+where SeWA's choice came from (LAWA kept, relaxed mask, swap search), and SeWA's selection wall time over
+the median training epoch of the same run (second epoch on). Writes results/weight_averaging.{json,md}.
 
     python benchmarks/weight_averaging.py [--quick]
 """
@@ -22,9 +28,13 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
+from common import interval  # noqa: E402
 from common import write_results  # noqa: E402
 
 from keras_wtrain.callbacks.weight_averaging import SelectiveWeightAveraging  # noqa: E402
+from keras_wtrain.compare_settings import REGIMES  # noqa: E402
+from keras_wtrain.comparison import default_optimizer  # noqa: E402
+from keras_wtrain.comparison.techniques import averaging_schedule  # noqa: E402
 from keras_wtrain.data import load_mnist5k  # noqa: E402
 from keras_wtrain.models import build_model  # noqa: E402
 
@@ -49,170 +59,114 @@ def evaluate(model, x, y):
 
 
 def run_seed(data, seed, cfg):
-    x, y = data.x_train[: cfg["train_size"]], data.y_train[: cfg["train_size"]]
+    x, y = data.x_train, data.y_train
     steps_per_epoch = int(np.ceil(len(x) / cfg["batch_size"]))
+    schedule = averaging_schedule(cfg["epochs"], steps_per_epoch)
     keras.utils.set_random_seed(seed)
     model = build_model("cnn", x.shape[1:], data.num_classes)
     model.compile(
-        keras.optimizers.Adam(1e-3),
+        default_optimizer(cfg["epochs"] * steps_per_epoch),
         keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=["accuracy"],
-        jit_compile=True,
     )
-    start = cfg["start_epoch"] * steps_per_epoch
-    cb = SelectiveWeightAveraging(
-        k=cfg["k"],
-        num_checkpoints=cfg["t"],
-        start=start,
-        every_n_steps=cfg["every"],
-        selection_data=(x, y),
-        install=False,
-        seed=seed,
-    )
+    cb = SelectiveWeightAveraging(selection_data=(x, y), install=False, seed=seed, **schedule)
     timer = EpochTimer()
     model.fit(x, y, batch_size=cfg["batch_size"], epochs=cfg["epochs"], verbose=0, callbacks=[timer, cb])
     epoch_s = statistics.median(timer.times[1:])
     final = cb.current_weights()
-    rows = {}
-    val_loss, val_acc = evaluate(model, data.x_val, data.y_val)
+    _, train_acc = evaluate(model, x, y)
     test_loss, test_acc = evaluate(model, data.x_test, data.y_test)
-    objective = cb.weights_loss(final)
-    rows["baseline"] = dict(val_acc=val_acc, test_acc=test_acc, test_loss=test_loss, objective=objective)
+    rows = {"baseline": dict(test_acc=test_acc, test_loss=test_loss, objective=cb.weights_loss(final))}
     selection = {}
     for strategy in STRATEGIES:
-        if strategy == "sewa":
-            begin = time.perf_counter()
-            cb.average_weights("sewa")  # the first call traces the loss/gradient functions; timed separately
-            selection["first_call_s"] = time.perf_counter() - begin
         begin = time.perf_counter()
         flat, info = cb.average_weights(strategy)
         elapsed = time.perf_counter() - begin
-        objective = cb.weights_loss(flat)
         cb.install_weights(flat)
-        val_loss, val_acc = evaluate(model, data.x_val, data.y_val)
         test_loss, test_acc = evaluate(model, data.x_test, data.y_test)
         rows[strategy] = dict(
-            val_acc=val_acc,
             test_acc=test_acc,
             test_loss=test_loss,
-            objective=objective,
+            objective=cb.weights_loss(flat),
             steps=info["steps"] if strategy != "ema" else None,
         )
         if strategy == "sewa":
-            selection.update(
+            report = cb.selection_report
+            selection = dict(
                 selection_s=elapsed,
                 epoch_s=epoch_s,
                 ratio=elapsed / epoch_s,
-                probabilities=np.round(info["probabilities"], 3).tolist(),
+                objective=report["objective"],
+                source=report["source"],
+                evaluations=report["evaluations"],
+                gradient_calls=report["gradient_calls"],
+                swaps=report["swaps"],
             )
         cb.install_weights(final, update_batchnorm=False)
-    # Random K-subsets as a distribution (the paper's control), objective only.
-    rng = np.random.default_rng(seed)
-    random_objectives = [
-        cb.objective(np.sort(rng.choice(cb.num_stored, cfg["k"], replace=False))) for _ in range(cfg["random_subsets"])
-    ]
-    ablation = []
-    if seed == 0:
-        for temperature, samples, steps in cfg["ablation"]:
-            cb.temperature, cb.num_samples, cb.selection_steps = temperature, samples, steps
-            begin = time.perf_counter()
-            indices, _ = cb.select()
-            ablation.append(
-                dict(
-                    temperature=temperature,
-                    num_samples=samples,
-                    selection_steps=steps,
-                    objective=cb.objective(indices),
-                    seconds=time.perf_counter() - begin,
-                    steps=cb.checkpoint_steps[indices].tolist(),
-                )
-            )
-    return dict(
-        seed=seed,
-        rows=rows,
-        selection=selection,
-        random_objectives=random_objectives,
-        ablation=ablation,
-        checkpoint_steps=cb.checkpoint_steps.tolist(),
-    )
+    return dict(seed=seed, train_accuracy=train_acc, schedule=schedule, rows=rows, selection=selection)
 
 
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("--quick", action="store_true", help="2 seeds, 6 epochs (about 1-2 minutes)")
+    parser.add_argument("--quick", action="store_true", help="2 seeds, 500 examples, 5 epochs (about a minute)")
     args = parser.parse_args()
+    cfg = dict(REGIMES["converged"], seeds=5, batch_size=64)
     if args.quick:
-        cfg = dict(seeds=2, epochs=6, start_epoch=3, k=5, t=10, every=4)
-    else:
-        cfg = dict(seeds=5, epochs=12, start_epoch=7, k=10, t=20, every=4)
-    cfg.update(
-        train_size=1000,
-        batch_size=64,
-        random_subsets=20,
-        ablation=[(0.5, 2, 16), (0.25, 2, 16), (1.0, 2, 16), (0.5, 4, 50)],
-    )
-    data = load_mnist5k()
+        cfg.update(seeds=2, epochs=5, train_size=500)
+    data = load_mnist5k(train_size=cfg["train_size"])
     runs = [run_seed(data, seed, cfg) for seed in range(cfg["seeds"])]
 
-    names = ["baseline", *STRATEGIES]
+    def paired(name, reference):
+        return interval([100 * (r["rows"][name]["test_acc"] - r["rows"][reference]["test_acc"]) for r in runs])
+
+    schedule = runs[0]["schedule"]
+    train_accuracy = ", ".join(f"{100 * r['train_accuracy']:.1f}" for r in runs)
     lines = [
-        f"MNIST-5k, {cfg['train_size']}-example training subset, CNN, Adam 1e-3, batch {cfg['batch_size']}, "
-        f"{cfg['epochs']} epochs, {cfg['seeds']} seeds; checkpoints every {cfg['every']} steps from epoch "
-        f"{cfg['start_epoch']}, T={cfg['t']}, K={cfg['k']}; all strategies from the same run per seed.",
+        f"`keras-wtrain compare`'s converged regime: MNIST-5k, {cfg['train_size']}-example training subset, CNN, "
+        f"{cfg['epochs']} epochs, batch {cfg['batch_size']}, Adam with cosine-decayed learning rate (1e-3 to 0), "
+        f"{cfg['seeds']} seeds (final training accuracy "
+        f"{train_accuracy} %). Checkpoints every "
+        f"{schedule['every_n_steps']} steps from step {schedule['start']}, T = {schedule['num_checkpoints']}, "
+        f"K = {schedule['k']}; every strategy from the same buffer of the same run per seed. Cells: mean ± 95 % "
+        "t-interval half-width over seeds; Δ paired by seed.",
         "",
-        "| strategy | test accuracy (%) | Δ vs baseline (pts, paired) | test loss | val accuracy (%) | "
-        "training objective F |",
+        "| strategy | test accuracy (%) | Δ vs final weights (pts) | Δ vs LAWA (pts) | test loss "
+        "| training objective F |",
         "|---|---|---|---|---|---|",
     ]
     summary = {}
-    for name in names:
-        acc = [r["rows"][name]["test_acc"] * 100 for r in runs]
-        delta = [(r["rows"][name]["test_acc"] - r["rows"]["baseline"]["test_acc"]) * 100 for r in runs]
-        loss = [r["rows"][name]["test_loss"] for r in runs]
-        val = [r["rows"][name]["val_acc"] * 100 for r in runs]
-        obj = [r["rows"][name]["objective"] for r in runs]
-        sd = statistics.stdev if len(runs) > 1 else (lambda v: 0.0)
-        summary[name] = dict(
-            test_acc=statistics.mean(acc),
-            test_acc_std=sd(acc),
-            delta=statistics.mean(delta),
-            delta_std=sd(delta),
-            test_loss=statistics.mean(loss),
-            val_acc=statistics.mean(val),
-            objective=statistics.mean(obj),
-        )
-        delta_cell = "—" if name == "baseline" else f"{statistics.mean(delta):+.2f} ± {sd(delta):.2f}"
+    for name in ("baseline", *STRATEGIES):
+        acc = interval([100 * r["rows"][name]["test_acc"] for r in runs])
+        loss = statistics.mean(r["rows"][name]["test_loss"] for r in runs)
+        objective = statistics.mean(r["rows"][name]["objective"] for r in runs)
+        vs_base = paired(name, "baseline") if name != "baseline" else None
+        vs_lawa = paired(name, "lawa") if name not in ("baseline", "lawa") else None
+        summary[name] = dict(test_acc=acc, vs_baseline=vs_base, vs_lawa=vs_lawa, test_loss=loss, objective=objective)
+
+        def cell(pair):
+            return "—" if pair is None else f"{pair[0]:+.2f} ± {pair[1]:.2f}"
+
         lines.append(
-            f"| {name} | {statistics.mean(acc):.2f} ± {sd(acc):.2f} | {delta_cell} | "
-            f"{statistics.mean(loss):.4f} | {statistics.mean(val):.2f} | {statistics.mean(obj):.4f} |"
+            f"| {name} | {acc[0]:.2f} ± {acc[1]:.2f} | {cell(vs_base)} | {cell(vs_lawa)} | {loss:.4f} | "
+            f"{objective:.5f} |"
         )
-    sewa_vs_lawa = [r["rows"]["sewa"]["objective"] - r["rows"]["lawa"]["objective"] for r in runs]
-    beats_random = [np.mean([r["rows"]["sewa"]["objective"] <= o for o in r["random_objectives"]]) for r in runs]
+    objectives = [r["selection"]["objective"] for r in runs]
+    never_worse = all(o["sewa"] <= min(o["lawa"], o["window"], o["random"]) for o in objectives)
     ratios = [r["selection"]["ratio"] for r in runs]
-    mean_epoch = statistics.mean(r["selection"]["epoch_s"] for r in runs)
     lines += [
         "",
-        f"SeWA − LAWA training objective per seed: {', '.join(f'{d:+.5f}' for d in sewa_vs_lawa)}; "
-        f"SeWA mask same as LAWA's in {sum(r['rows']['sewa']['steps'] == r['rows']['lawa']['steps'] for r in runs)}"
-        f"/{len(runs)} seeds.",
-        f"Fraction of {cfg['random_subsets']} random K-subsets with objective ≥ SeWA's, per seed: "
-        f"{', '.join(f'{b:.2f}' for b in beats_random)}.",
-        f"SeWA selection wall time / median training epoch (defaults: 16 steps × 2 samples × 32 examples): "
-        f"{', '.join(f'{x:.2f}' for x in ratios)} (epoch ≈ {mean_epoch:.2f} s).",
-        "",
-        "Selection settings (seed 0, same buffer): temperature, samples M, steps → training objective of the chosen "
-        "mask, seconds",
-        "",
-        "| temperature | M | steps | objective F | seconds | chosen steps |",
-        "|---|---|---|---|---|---|",
-    ]
-    for a in runs[0]["ablation"]:
-        lines.append(
-            f"| {a['temperature']} | {a['num_samples']} | {a['selection_steps']} | {a['objective']:.5f} | "
-            f"{a['seconds']:.2f} | {a['steps']} |"
+        "SeWA's selection on its own objective F (training loss on the selection data), per seed: "
+        + "; ".join(
+            f"seed {r['seed']}: SeWA {o['sewa']:.5f}, LAWA {o['lawa']:.5f}, window {o['window']:.5f}, "
+            f"best of 20 random {o['random']:.5f} (from {r['selection']['source']}, {r['selection']['swaps']} swaps)"
+            for r, o in zip(runs, objectives)
         )
-    lines.append(f"| (LAWA) | | | {runs[0]['rows']['lawa']['objective']:.5f} | | {runs[0]['rows']['lawa']['steps']} |")
-    write_results("weight_averaging", {"config": cfg, "summary": summary, "runs": runs}, lines)
+        + f". F(SeWA) ≤ min(F(LAWA), F(window), F(best random)) on every seed: {'yes' if never_worse else 'NO'}.",
+        "",
+        f"SeWA selection wall time / median training epoch, per seed: {', '.join(f'{x:.2f}' for x in ratios)} "
+        f"(epoch ≈ {statistics.mean(r['selection']['epoch_s'] for r in runs):.2f} s; target ≤ 1).",
+    ]
+    write_results("weight_averaging", {"config": cfg, "quick": args.quick, "summary": summary, "runs": runs}, lines)
 
 
 if __name__ == "__main__":

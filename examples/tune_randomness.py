@@ -42,13 +42,15 @@ def main():
     fixed = keras_tuner.HyperParameters()
     fixed.Fixed("loss_noise_schedule", "constant")
 
-    # 3. Search with the study's PSO settings (w = 0.7298, c1 = c2 = 1.49618, velocity clamp 20 %),
-    #    scoring each trial on the validation split (never the test split).
+    # 3. Search with the study's swarm motion (w = 0.7298, c1 = c2 = 1.49618, velocity clamp 20 %) and PSO's
+    #    default budget: 5 particles, 30 trials, i.e. 5 random placements then 5 moves per particle. Keep
+    #    max_trials several times swarm_size: with max_trials <= swarm_size no particle ever moves (random
+    #    search; PSO warns). Each trial is scored on the validation split (never the test split).
     tuner = PSO(
         hypermodel,
         objective="val_accuracy",
-        max_trials=3 if tiny else 30,
-        swarm_size=3 if tiny else 10,
+        max_trials=4 if tiny else 30,
+        swarm_size=2 if tiny else 5,
         seed=1,
         hyperparameters=fixed,
         directory="tuning_runs",

@@ -1,9 +1,17 @@
 """keras-wtrain: weight-space training techniques for Keras 3.
 
 Every public name is loaded on first use (module `__getattr__`), so
-`import keras_wtrain` is cheap and imports neither Keras nor TensorFlow: the
-command line (`keras_wtrain.cli`) answers `--help` and bad arguments before
-any backend starts.
+`import keras_wtrain` on its own is cheap and imports neither Keras nor
+TensorFlow: the command line (`keras_wtrain.cli`) answers `--help` and bad
+arguments before any backend starts.
+
+When Keras is already imported, `import keras_wtrain` also imports the modules
+whose classes `.keras` files name (layers, models, optimizers), which registers
+them with Keras, so `import keras`, `import keras_wtrain`, then
+`keras.saving.load_model(path)` works as with any Keras library (Keras 3 only
+imports `keras*` modules by itself when loading). Importing Keras after
+keras_wtrain, call `keras_wtrain.register_serializables()` (or touch any
+public name) before loading a file.
 
 Example:
 
@@ -17,19 +25,22 @@ model = keras.Sequential([keras.Input((3,)), layer])
 """
 
 import importlib
+import sys
 
 __version__ = "0.1.0"
 
 # name -> (module, attribute or None for the module itself)
 _LAZY = {
     "callbacks": ("keras_wtrain.callbacks", None),
+    "compare": ("keras_wtrain.compare", None),
+    "comparison": ("keras_wtrain.comparison", None),
     "data": ("keras_wtrain.data", None),
     "data_adapters": ("keras_wtrain.data_adapters", None),
     "diagnostics": ("keras_wtrain.diagnostics", None),
     "layer_kinds": ("keras_wtrain.layer_kinds", None),
     "layers": ("keras_wtrain.layers", None),
     "models": ("keras_wtrain.models", None),
-    # TEMP "optimizers": ("keras_wtrain.optimizers", None),
+    "optimizers": ("keras_wtrain.optimizers", None),
     "rng": ("keras_wtrain.rng", None),
     "training": ("keras_wtrain.training", None),
     "tuning": ("keras_wtrain.tuning", None),
@@ -46,7 +57,30 @@ _LAZY = {
     "wrap": ("keras_wtrain.training.model", "wrap"),
 }
 
-__all__ = sorted(_LAZY)
+__all__ = sorted([*_LAZY, "register_serializables"])
+
+# The modules holding every class that `.keras` files name (each class is registered with Keras on import).
+_SERIALIZABLE_MODULES = ("keras_wtrain.layers", "keras_wtrain.training", "keras_wtrain.optimizers")
+
+
+def register_serializables():
+    """Registers every keras-wtrain class that `.keras` files name with Keras (imports their modules).
+
+    Needed only when Keras is imported after keras_wtrain and a file is loaded before any keras-wtrain name
+    is used; `import keras_wtrain` does it when Keras is already imported.
+
+    Example:
+
+    ```python
+    import keras_wtrain
+
+    keras_wtrain.register_serializables()
+    import keras
+    assert keras.saving.get_registered_object("keras_wtrain>WeightNormalization") is not None
+    ```
+    """
+    for module_name in _SERIALIZABLE_MODULES:
+        importlib.import_module(module_name)
 
 
 def __getattr__(name):
@@ -61,3 +95,7 @@ def __getattr__(name):
 
 def __dir__():
     return sorted(set(globals()) | set(__all__))
+
+
+if "keras" in sys.modules:  # Keras is loaded already, so registering the saved classes costs nothing more
+    register_serializables()

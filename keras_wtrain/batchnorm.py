@@ -20,6 +20,7 @@ update_batchnorm_statistics(model, np.random.rand(64, 4).astype("float32"), batc
 
 import keras
 
+from keras_wtrain import _backend_guard  # noqa: F401  (refuses an unsupported backend)
 from keras_wtrain.data_adapters import iter_x_batches
 from keras_wtrain.validation import check_int
 

@@ -190,9 +190,7 @@ def load_digits(validation_fraction=0.1, test_fraction=0.2, seed=0, train_size=N
     bunch = sk_load_digits()
     x = (bunch.data / 16.0).astype("float32")
     x = x if flatten else x.reshape(-1, 8, 8, 1)
-    return _make_splits(
-        x, bunch.target.astype("int32"), "digits", validation_fraction, test_fraction, seed, train_size
-    )
+    return _make_splits(x, bunch.target.astype("int32"), "digits", validation_fraction, test_fraction, seed, train_size)
 
 
 def _to_numpy(tfds, dataset, chunk=4096):

@@ -31,6 +31,8 @@ assert [len(b) for b in iter_x_batches(x, batch_size=4)] == [4, 4, 2]
 import numpy as np
 
 __all__ = [
+    "check_finite",
+    "check_not_empty",
     "collect",
     "first_batch",
     "in_memory",
@@ -106,6 +108,99 @@ def num_examples(x):
     if not leaves:
         raise ValueError("received inputs with no arrays.")
     return int(leaves[0].shape[0])
+
+
+def _prefix(owner):
+    return f"{owner}: " if owner else ""
+
+
+def _is_inexact(dtype):
+    """Whether `dtype` holds floating-point (or complex) values, bfloat16 and other ml_dtypes floats included."""
+    return np.issubdtype(dtype, np.inexact) or "float" in dtype.name
+
+
+def check_finite(x, name="data", owner=None):
+    """Checks that the floating-point arrays of `x` hold no NaN or infinity; returns `x` unchanged.
+
+    Integer, boolean and string arrays are skipped (they cannot hold NaN), as
+    are `None` leaves (e.g. absent targets).
+
+    Args:
+        x: an array or tensor, or a nested structure of them (tuple, list,
+            dict), e.g. `(x, y)` with dict inputs.
+        name: the argument name used in the error message.
+        owner: optional class or function name prefixed to the message.
+
+    Returns:
+        `x`.
+
+    Raises:
+        ValueError: if a floating-point leaf of `x` holds NaN or an infinite value.
+
+    Example:
+
+    ```python
+    import numpy as np
+    from keras_wtrain.data_adapters import check_finite
+
+    x, y = np.ones((4, 2), "float32"), np.arange(4)
+    check_finite({"image": x, "label": y}, name="data")   # passes: returns its input
+    x[0, 0] = np.nan
+    try:
+        check_finite((x, y), name="data")
+    except ValueError as error:
+        print(error)  # argument `data` holds NaN or infinite values (at [0]); it must be finite.
+    ```
+    """
+    import keras
+
+    leaves = keras.tree.flatten_with_path(x)
+    for path, leaf in leaves:
+        if leaf is None:
+            continue
+        values = leaf if isinstance(leaf, np.ndarray) else np.asarray(keras.ops.convert_to_numpy(leaf))
+        if _is_inexact(values.dtype) and not np.isfinite(values).all():
+            where = f" (at {''.join(f'[{key!r}]' for key in path)})" if len(leaves) > 1 else ""
+            raise ValueError(
+                f"{_prefix(owner)}argument `{name}` holds NaN or infinite values{where}; it must be finite."
+            )
+    return x
+
+
+def check_not_empty(x, name="data", owner=None):
+    """Checks that array-like inputs `x` (nested structures too) hold at least one example; returns `x`.
+
+    Args:
+        x: an array or tensor, or a nested structure of them.
+        name: the argument name used in the error message.
+        owner: optional class or function name prefixed to the message.
+
+    Returns:
+        `x`.
+
+    Raises:
+        ValueError: if `x` holds no arrays or its first dimension is 0.
+
+    Example:
+
+    ```python
+    import numpy as np
+    from keras_wtrain.data_adapters import check_not_empty
+
+    check_not_empty(np.zeros((3, 2)), name="batch")
+    try:
+        check_not_empty(np.zeros((0, 2)), name="batch")
+    except ValueError as error:
+        print(error)  # argument `batch` is empty: it holds no examples.
+    ```
+    """
+    import keras
+
+    leaves = [leaf for leaf in keras.tree.flatten(x) if leaf is not None]
+    shape = tuple(getattr(leaves[0], "shape", ())) if leaves else ()
+    if not shape or shape[0] == 0:
+        raise ValueError(f"{_prefix(owner)}argument `{name}` is empty: it holds no examples.")
+    return x
 
 
 def take(x, index):
@@ -214,8 +309,7 @@ def collect(data, max_examples=None, require_targets=False, name="data"):
         if max_examples is not None:
             x = take(x, slice(0, max_examples))
             y = None if y is None else y[:max_examples]
-    if num_examples(x) == 0:
-        raise ValueError(f"argument `{name}` is empty: it holds no examples.")
+    check_not_empty(x, name)
     if require_targets and y is None:
         raise ValueError(f"argument `{name}` must hold targets: `(x, y)` arrays or batches; received inputs only.")
     return x, y

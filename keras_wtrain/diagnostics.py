@@ -46,6 +46,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_wtrain import _backend_guard  # noqa: F401  (refuses an unsupported backend)
 from keras_wtrain import data_adapters
 from keras_wtrain import validation
 
@@ -139,11 +140,14 @@ def _loss_fn(model, loss):
     return mean_loss
 
 
-def _batches(data, batch_size, max_examples):
+def _read(data, max_examples, owner=None):
+    """Up to `max_examples` examples of `data` as numpy `(x, y)`; refused if empty, without targets or not finite."""
     x, y = data_adapters.collect(data, max_examples=max_examples, require_targets=True, name="data")
-    for leaf in [*keras.tree.flatten(x), y]:
-        if np.issubdtype(leaf.dtype, np.floating) and not np.all(np.isfinite(leaf)):
-            raise ValueError("argument `data` holds NaN or infinite values.")
+    return data_adapters.check_finite((x, y), "data", owner=owner)
+
+
+def _batches(data, batch_size, max_examples):
+    x, y = _read(data, max_examples)
     n = data_adapters.num_examples(x)
     out = []
     for start in range(0, n, batch_size):
@@ -549,7 +553,8 @@ class FlatnessMonitor(keras.callbacks.Callback):
         seed: int seed of probes and directions.
 
     Raises:
-        ValueError, TypeError: for bad arguments, at construction.
+        ValueError, TypeError: for bad arguments, at construction; at `fit` start, ValueError if `data`
+            is missing, empty, without targets, or holds NaN or infinite values.
 
     Example:
 
@@ -596,7 +601,7 @@ class FlatnessMonitor(keras.callbacks.Callback):
         self._epochs = self.params.get("epochs") if self.params else None
         if self.data is None:
             raise ValueError("FlatnessMonitor: argument `data` is required (a callback cannot see fit's data).")
-        data_adapters.collect(self.data, max_examples=1, require_targets=True, name="data")  # fail at fit start
+        _read(self.data, self.max_examples, owner="FlatnessMonitor")  # the examples measured: refused at fit start
 
     def measure(self):
         """Measures now; returns the dict of values that `on_epoch_end` logs.

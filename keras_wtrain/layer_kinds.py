@@ -41,6 +41,8 @@ from keras.src.layers.convolutional.base_conv_transpose import BaseConvTranspose
 from keras.src.layers.convolutional.base_depthwise_conv import BaseDepthwiseConv
 from keras.src.layers.convolutional.base_separable_conv import BaseSeparableConv
 
+from keras_wtrain import _backend_guard  # noqa: F401  (refuses an unsupported backend)
+
 __all__ = [
     "SHADOW_WEIGHTS_LAYERS",
     "WEIGHT_NORMALIZATION_LAYERS",

@@ -2,6 +2,7 @@
 
 import keras
 
+from keras_wtrain import _backend_guard  # noqa: F401  (refuses an unsupported backend)
 from keras_wtrain.compare_settings import MODEL_KINDS
 
 __all__ = ["MODEL_KINDS", "build_model"]

@@ -7,7 +7,7 @@ algorithm, which seed":
 - `as_seed(seed)`: an int becomes a variable-free `SeedSequence` whose draws
   equal those of a fresh `keras.random.SeedGenerator(seed)`; a
   `SeedGenerator` passes through; None stays None (Keras' global seed).
-- `uniform`, `normal` and `random_bits`: `keras.random` on JAX and PyTorch.
+- `uniform`, `normal` and `random_bits`: `keras.random` on JAX.
   On TensorFlow they call `tf.random.stateless_*` with `alg="philox"`
   explicitly. Keras leaves the algorithm to TensorFlow's auto-selection,
   which under `jit_compile=True` on CPU compiles to a much slower kernel
@@ -29,6 +29,8 @@ bits = rng.random_bits((5,), seed=0)                 # uint32 random bits
 
 import keras
 from keras import ops
+
+from keras_wtrain import _backend_guard  # noqa: F401  (refuses an unsupported backend)
 
 __all__ = ["SeedSequence", "as_seed", "normal", "random_bits", "uniform"]
 
@@ -171,7 +173,7 @@ def normal(shape, seed=None, dtype="float32"):
 
 
 def random_bits(shape, seed=None):
-    """Uniformly random 32-bit words, as a `uint32` tensor (JAX, TensorFlow) or `int64` in [0, 2^32) (others).
+    """Uniformly random 32-bit words, as a `uint32` tensor.
 
     Each word holds four independent 8-bit uniforms (`(bits >> 8k) & 255`),
     which is how gradient dropout draws four masks' worth of randomness per
@@ -193,22 +195,19 @@ def random_bits(shape, seed=None):
     ```
     """
     seed = as_seed(seed)
-    backend = keras.backend.backend()
-    if _use_tf(seed):
-        import tensorflow as tf
-
-        return tf.random.stateless_uniform(
-            shape, _tf_seed(seed), minval=None, maxval=None, dtype=tf.uint32, alg="philox"
-        )
-    if backend == "jax":
+    if keras.backend.backend() == "jax":  # the only supported backend besides TensorFlow (keras_wtrain.backends)
         import jax
 
         # Keras' JAX backend turns a SeedGenerator's next() into a PRNG key the same way (`jax_draw_seed`).
         from keras.src.backend.jax.random import jax_draw_seed
 
-        key = jax_draw_seed(seed)
-        return jax.random.bits(key, tuple(shape), dtype="uint32")
-    # Other backends: 32 random bits from an int draw.
-    return keras.random.randint(shape, 0, 2**31 - 1, seed=seed, dtype="int64") * 2 + keras.random.randint(
-        shape, 0, 2, seed=seed, dtype="int64"
-    )
+        return jax.random.bits(jax_draw_seed(seed), tuple(shape), dtype="uint32")
+    if seed is not None:
+        import tensorflow as tf
+
+        return tf.random.stateless_uniform(
+            shape, _tf_seed(seed), minval=None, maxval=None, dtype=tf.uint32, alg="philox"
+        )
+    # TensorFlow without a seed: Keras' global seed generator, 32 bits from two int draws.
+    bits = keras.random.randint(shape, 0, 2**31, dtype="int64") * 2 + keras.random.randint(shape, 0, 2, dtype="int64")
+    return ops.cast(bits, "uint32")

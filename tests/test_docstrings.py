@@ -3,7 +3,6 @@
 import inspect
 import os
 import re
-import types
 
 import keras
 import pytest
@@ -12,10 +11,12 @@ import keras_wtrain
 
 # Modules whose `__all__` is public API, besides the top-level names.
 PUBLIC_MODULES = (
+    "keras_wtrain.backends",
     "keras_wtrain.batchnorm",
     "keras_wtrain.callbacks",
     "keras_wtrain.cli",
     "keras_wtrain.compare",
+    "keras_wtrain.comparison",
     "keras_wtrain.compare_settings",
     "keras_wtrain.data",
     "keras_wtrain.data_adapters",
@@ -24,7 +25,7 @@ PUBLIC_MODULES = (
     "keras_wtrain.layers",
     "keras_wtrain.layers.transforms",
     "keras_wtrain.models",
-    # "keras_wtrain.optimizers",  TEMP
+    "keras_wtrain.optimizers",
     "keras_wtrain.rng",
     "keras_wtrain.training",
     "keras_wtrain.tuning",

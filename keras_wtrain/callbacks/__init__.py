@@ -1,5 +1,6 @@
 """Callbacks of keras-wtrain."""
 
+from keras_wtrain import _backend_guard  # noqa: F401  (refuses an unsupported backend)
 from keras_wtrain.batchnorm import update_batchnorm_statistics
 from keras_wtrain.callbacks.averaging import AVERAGING_RULES
 from keras_wtrain.callbacks.averaging import Average

@@ -4,8 +4,15 @@ Minimise `F(w(m))`, `w(m) = Σ m_i w_i / Σ m_i`, over masks `m ∈ {0,1}^T` wit
 `m_i ~ Bernoulli(s_i)` and sampled with the binary Concrete (Gumbel-softmax) estimator
 `m̃_i = σ((log s_i − log(1 − s_i) + log u_i − log(1 − u_i)) / t)`. The gradient w.r.t. `s` is exact
 by the chain rule (`mask_gradient`); `s` takes Adam steps (`adam_step`) and is projected onto
-`{s ∈ [ε, 1 − ε]^T : Σ s = K}` (`project_capped_simplex`). Everything here is numpy on the host;
-the loss and its weight gradient come from a function argument (`loss_and_grad`).
+`{s ∈ [ε, 1 − ε]^T : Σ s = K}` (`project_capped_simplex`); `relax_mask` runs this relaxed phase.
+Everything here is numpy on the host; the loss and its weight gradient come from a function argument
+(`loss_and_grad`).
+
+The relaxed phase can end on a mask with a higher `F` than a baseline it could have returned, so
+`select_checkpoints` wraps it: it starts `s` from LAWA's mask, evaluates the baselines (LAWA, the whole
+window, random subsets) and the relaxed masks exactly, finishes with a swap local search on the exact
+`F` (`keras_wtrain.callbacks.subset_search`) and returns the best subset evaluated, so its `F` is never
+above the baselines'.
 
 Example:
 
@@ -20,17 +27,26 @@ assert result.indices.tolist() == [1, 3]   # (0.1 - 0.1) / 2 = 0: the best pair
 ```
 """
 
+import time
 from typing import NamedTuple
 
 import numpy as np
 
+from keras_wtrain.callbacks.subset_search import SubsetLosses
+from keras_wtrain.callbacks.subset_search import random_subsets
+from keras_wtrain.callbacks.subset_search import swap_search
+
 __all__ = [
     "AdamState",
     "MaskSelection",
+    "RelaxedMask",
     "adam_step",
     "concrete_mask",
+    "full_gradient",
+    "initial_probabilities",
     "mask_gradient",
     "project_capped_simplex",
+    "relax_mask",
     "relaxed_average",
     "select_checkpoints",
     "top_k_indices",
@@ -180,44 +196,65 @@ def adam_step(params, grads, state, learning_rate, beta1=0.9, beta2=0.999, epsil
     return params - step, AdamState(count, mu, nu)
 
 
-class MaskSelection(NamedTuple):
-    """The result of `select_checkpoints`: chosen `indices` (sorted), learned `probabilities` `s`, and
-    `history`, the mean relaxed loss per iteration.
+class RelaxedMask(NamedTuple):
+    """The result of `relax_mask`: the learned `probabilities` `s` and `history`, the mean relaxed loss per step.
 
     Example:
 
     ```python
     import numpy as np
-    from keras_wtrain.callbacks.selection import MaskSelection
+    from keras_wtrain.callbacks.selection import RelaxedMask
 
-    result = MaskSelection(np.array([0, 2]), np.array([0.9, 0.2, 0.9]), [])
+    result = RelaxedMask(np.array([0.9, 0.1]), [0.3, 0.2])
     ```
     """
 
-    indices: np.ndarray
     probabilities: np.ndarray
     history: list
 
 
-def select_checkpoints(
+def initial_probabilities(num_checkpoints, k, start=None):
+    """The relaxed phase's starting `s`: `K / T` everywhere, or moved halfway from `K / T` towards the mask of `start`.
+
+    With `start` (e.g. LAWA's last `K` positions) the top-`K` of `s` is that mask, `Σ s = K`, and every
+    `s_i` stays strictly inside (0, 1), so the Concrete samples still explore the other checkpoints.
+
+    Example:
+
+    ```python
+    from keras_wtrain.callbacks.selection import initial_probabilities
+
+    assert initial_probabilities(4, 2, start=[2, 3]).tolist() == [0.25, 0.25, 0.75, 0.75]
+    ```
+    """
+    s = np.full(num_checkpoints, k / num_checkpoints)
+    if start is not None:
+        mask = np.zeros(num_checkpoints)
+        mask[np.asarray(start, int)] = 1.0
+        s = s + 0.5 * (mask - s)
+    return s
+
+
+def relax_mask(
     checkpoints,
     loss_and_grad,
     num_examples,
     k,
+    start=None,
     temperature=0.5,
     num_samples=2,
     steps=16,
     learning_rate=0.1,
     batch_size=32,
     seed=None,
+    callback=None,
 ):
-    """Learns SeWA's probabilistic mask over the checkpoints and returns the top-`k`.
+    """SeWA's relaxed phase: Adam on the Bernoulli probabilities `s` of the Concrete-relaxed mask.
 
-    Each of `steps` iterations draws `num_samples` relaxed masks, each evaluated on its own
-    minibatch of `batch_size` example indices (a reshuffled pass over `num_examples`), averages
-    their `∂F/∂s`, takes an Adam step (`learning_rate`) and projects `s` onto
-    `{s ∈ [10⁻³, 1 − 10⁻³]^T : Σ s = k}`, starting from `s_i = k / T`. The final mask is the top-`k`
-    of `s` (ties to later checkpoints). With `k == T` every checkpoint is chosen without any step.
+    Starts from `initial_probabilities(T, k, start)`. Each of `steps` iterations draws `num_samples`
+    relaxed masks, each evaluated on its own minibatch of `batch_size` example indices (a reshuffled
+    pass over `num_examples`), averages their `∂F/∂s`, takes an Adam step (`learning_rate`) and
+    projects `s` onto `{s ∈ [10⁻³, 1 − 10⁻³]^T : Σ s = k}`.
 
     The optimiser stays in numpy: `s` is a length-`T` float64 host vector projected after every
     step, and the Concrete noise, the minibatch order and the gradient `∂F/∂s` are host
@@ -230,41 +267,39 @@ def select_checkpoints(
             loss at a `(P,)` weight vector on the given examples and its `(P,)` gradient.
         num_examples: number of selection examples the indices are drawn from.
         k: number of checkpoints to choose, `1 <= k <= T`.
+        start: optional positions of the starting mask (e.g. LAWA's), see `initial_probabilities`.
         temperature: Concrete temperature `t` > 0.
         num_samples: relaxed masks per iteration (`M`).
         steps: iterations.
         learning_rate: Adam step size on `s`.
         batch_size: examples per relaxed-mask evaluation (at most `num_examples`).
         seed: int seed (or None) of the numpy generator of the noise and the minibatch order.
+        callback: optional `callback(step, s)` called after every iteration (step counted from 0).
 
     Returns:
-        A `MaskSelection(indices, probabilities, history)`.
+        A `RelaxedMask(probabilities, history)`.
 
     Example:
 
     ```python
     import numpy as np
-    from keras_wtrain.callbacks.selection import select_checkpoints
+    from keras_wtrain.callbacks.selection import relax_mask, top_k_indices
 
     w = np.array([[5.0], [0.1], [4.0]], "float32")
-    result = select_checkpoints(w, lambda v, rows: (float(v[0] ** 2), 2 * v), num_examples=1, k=1, seed=0)
-    assert result.indices.tolist() == [1]
+    result = relax_mask(w, lambda v, rows: (float(v[0] ** 2), 2 * v), num_examples=1, k=1, seed=0)
+    assert top_k_indices(result.probabilities, 1).tolist() == [1]
     ```
     """
     checkpoints = np.asarray(checkpoints, np.float32)
     t_count = len(checkpoints)
-    if not 1 <= k <= t_count:
-        raise ValueError(f"argument `k` must be in [1, {t_count}] (the number of checkpoints); received {k!r}.")
-    s = np.full(t_count, k / t_count)
-    if k == t_count:
-        return MaskSelection(np.arange(t_count), s, [])
-    rng = np.random.default_rng(seed)
     eps = 1e-3
+    s = project_capped_simplex(initial_probabilities(t_count, k, start), k, eps, 1 - eps)
+    rng = np.random.default_rng(seed)
     adam = AdamState(0, np.zeros(t_count), np.zeros(t_count))
     batch_size = min(batch_size, num_examples)
     order, cursor = rng.permutation(num_examples), 0
     history = []
-    for _ in range(steps):
+    for step in range(steps):
         grad_s, losses = np.zeros(t_count), []
         for _ in range(num_samples):
             if cursor + batch_size > num_examples:
@@ -279,4 +314,206 @@ def select_checkpoints(
         history.append(float(np.mean(losses)))
         s, adam = adam_step(s, grad_s / num_samples, adam, learning_rate)
         s = project_capped_simplex(s, k, eps, 1 - eps)
-    return MaskSelection(top_k_indices(s, k), s, history)
+        if callback is not None:
+            callback(step, s)
+    return RelaxedMask(s, history)
+
+
+class MaskSelection(NamedTuple):
+    """The result of `select_checkpoints`: chosen `indices` (sorted), learned `probabilities` `s`,
+    `history` (the mean relaxed loss per iteration) and `report` (a JSON-serialisable dict, see
+    `select_checkpoints`).
+
+    Example:
+
+    ```python
+    import numpy as np
+    from keras_wtrain.callbacks.selection import MaskSelection
+
+    result = MaskSelection(np.array([0, 2]), np.array([0.9, 0.2, 0.9]), [])
+    ```
+    """
+
+    indices: np.ndarray
+    probabilities: np.ndarray
+    history: list
+    report: dict | None = None
+
+
+def full_gradient(loss_and_grad, flat, num_examples, chunk_size=256):
+    """`∇F` on all `num_examples` examples, from `loss_and_grad` on chunks of rows (weighted by chunk size).
+
+    Example:
+
+    ```python
+    import numpy as np
+    from keras_wtrain.callbacks.selection import full_gradient
+
+    x = np.arange(5.0)
+    mean_of_rows = lambda w, rows: (float(np.mean(w[0] * x[rows])), np.array([x[rows].mean()]))
+    assert full_gradient(mean_of_rows, np.array([1.0]), 5, chunk_size=2).tolist() == [2.0]
+    ```
+    """
+    total = None
+    for begin in range(0, num_examples, chunk_size):
+        rows = np.arange(begin, min(begin + chunk_size, num_examples))
+        _, gradient = loss_and_grad(flat, rows)
+        gradient = np.asarray(gradient, np.float64) * len(rows)
+        total = gradient if total is None else total + gradient
+    return total / num_examples
+
+
+def _check_steps(steps, checks=4):
+    """Relaxed steps after which the top-`K` of `s` is evaluated exactly: every `steps // checks`-th and the last."""
+    every = max(1, steps // checks)
+    return {step for step in range(steps) if (step + 1) % every == 0} | {steps - 1}
+
+
+def select_checkpoints(
+    checkpoints,
+    loss_and_grad,
+    num_examples,
+    k,
+    temperature=0.5,
+    num_samples=2,
+    steps=16,
+    learning_rate=0.1,
+    batch_size=32,
+    seed=None,
+    loss=None,
+    num_random_subsets=20,
+    max_evaluations=16,
+):
+    """SeWA's selection: the relaxed mask from LAWA's, then an exact swap search; never worse than the baselines.
+
+    1. **Baselines**, evaluated exactly (`F` of the uniform average, `loss`): LAWA (the last `k`), the
+       window (all `T`) and `num_random_subsets` random `k`-subsets (`random_subsets`, the first one is
+       the "random" rule's).
+    2. **Relaxed phase** (`relax_mask`) from LAWA's mask; the top-`k` of `s` is evaluated exactly after
+       every `steps // 4`-th step and after the last.
+    3. **Swap search** (`subset_search.swap_search`) from the best `k`-subset evaluated so far, with the
+       gradient `∇F` on all examples (`full_gradient`) to order the swaps.
+    4. The result is the subset with the lowest `F` among all evaluated, the window included (then all
+       `T` checkpoints are chosen): `F(result) <= min(F(LAWA), F(window), F(best random))` by construction.
+
+    Cost: `2 + num_random_subsets` evaluations of `F` for the baselines, at most `max_evaluations` more
+    (relaxed-phase checks, then the swap search; subsets met twice are evaluated once),
+    `steps × num_samples` gradients on `batch_size` examples, and one gradient on all examples per
+    swap-search round (accepted swaps + 1). With `k == T` only the window is evaluated.
+
+    Args:
+        checkpoints: `(T, P)` float32 array, oldest first.
+        loss_and_grad: `loss_and_grad(flat_weights, example_indices) -> (loss, flat_gradient)`.
+        num_examples: number of selection examples (the rows of `loss_and_grad`).
+        k: number of checkpoints to choose, `1 <= k <= T`.
+        temperature: Concrete temperature `t` > 0.
+        num_samples: relaxed masks per iteration (`M`).
+        steps: iterations of the relaxed phase.
+        learning_rate: Adam step size on `s`.
+        batch_size: examples per relaxed-mask evaluation.
+        seed: int seed (or None) of the relaxed phase and of the random subsets.
+        loss: `loss(flat_weights) -> float`, the exact `F`; defaults to `loss_and_grad` on all examples.
+        num_random_subsets: random `k`-subsets among the candidates, an int >= 0.
+        max_evaluations: bound on the evaluations of `F` besides the baselines, an int >= 0.
+
+    Returns:
+        A `MaskSelection(indices, probabilities, history, report)`. `report` is a JSON-serialisable dict:
+        `objective` and `indices` (dicts over "sewa", "lawa", "window", "random", the last the best random
+        subset; "random" is None without random subsets), `source` (the candidate that first produced the
+        result: "lawa", "window", "random", "relaxed" or "search"), `random_subsets` and
+        `random_objectives`, `relaxed_indices` (top-`k` of the final `s`) and `relaxed_objective` (None if
+        not evaluated), `evaluations` (of `F`, in total), `baseline_evaluations`, `relaxed_evaluations`,
+        `search_evaluations`, `swaps`, `search_converged` (no swap of the search's result lowers `F`),
+        `gradient_calls`, `time_s`.
+
+    Example:
+
+    ```python
+    import numpy as np
+    from keras_wtrain.callbacks.selection import select_checkpoints
+
+    w = np.array([[5.0], [0.1], [4.0], [-0.3]], "float32")
+    result = select_checkpoints(w, lambda v, rows: (float(v[0] ** 2), 2 * v), num_examples=1, k=2, seed=0)
+    assert result.indices.tolist() == [1, 3]   # (0.1 - 0.3) / 2 = -0.1: the best pair
+    assert result.report["objective"]["sewa"] <= result.report["objective"]["lawa"]
+    ```
+    """
+    begin = time.perf_counter()
+    checkpoints = np.asarray(checkpoints, np.float32)
+    t_count = len(checkpoints)
+    if not 1 <= k <= t_count:
+        raise ValueError(f"argument `k` must be in [1, {t_count}] (the number of checkpoints); received {k!r}.")
+    if loss is None:
+
+        def loss(flat):
+            return loss_and_grad(flat, np.arange(num_examples))[0]
+
+    losses, origin = SubsetLosses(checkpoints, loss), {}
+
+    def evaluate(indices, source):
+        key = tuple(sorted(int(i) for i in indices))
+        origin.setdefault(key, source)
+        return losses(key)
+
+    lawa, window = tuple(range(t_count - k, t_count)), tuple(range(t_count))
+    evaluate(lawa, "lawa")
+    evaluate(window, "window")
+    subsets = random_subsets(t_count, k, num_random_subsets, seed) if k < t_count else [window] * num_random_subsets
+    random_values = [evaluate(subset, "random") for subset in subsets]
+    baseline_evaluations = losses.evaluations
+    s, history, gradient_calls, relaxed_evaluations = np.ones(t_count), [], 0, 0
+    relaxed_indices, search = list(window), None
+    if k < t_count:
+        checks = _check_steps(steps)
+
+        def check(step, probabilities):
+            if step in checks and (top_k_indices(probabilities, k) in losses or used() < max_evaluations):
+                evaluate(top_k_indices(probabilities, k), "relaxed")
+
+        def used():
+            return losses.evaluations - baseline_evaluations
+
+        options = dict(temperature=temperature, num_samples=num_samples, steps=steps, learning_rate=learning_rate)
+        options.update(start=lawa, batch_size=batch_size, seed=seed, callback=check)
+        s, history = relax_mask(checkpoints, loss_and_grad, num_examples, k, **options)
+        relaxed_indices = top_k_indices(s, k).tolist()
+        relaxed_evaluations = used()
+        gradient_calls = steps * num_samples
+
+        def gradient(flat):
+            nonlocal gradient_calls
+            gradient_calls += 1
+            return full_gradient(loss_and_grad, flat, num_examples)
+
+        start, _ = losses.best(size=k)
+        search = swap_search(losses, start, gradient, max_evaluations - relaxed_evaluations)
+    chosen, value = losses.best()
+    best_random = min(range(len(subsets)), key=random_values.__getitem__) if subsets else None
+    report = {
+        "objective": {
+            "sewa": value,
+            "lawa": losses(lawa),
+            "window": losses(window),
+            "random": None if best_random is None else random_values[best_random],
+        },
+        "indices": {
+            "sewa": list(chosen),
+            "lawa": list(lawa),
+            "window": list(window),
+            "random": None if best_random is None else list(subsets[best_random]),
+        },
+        "source": origin.get(chosen, "search"),
+        "random_subsets": [list(subset) for subset in subsets],
+        "random_objectives": random_values,
+        "relaxed_indices": [int(i) for i in relaxed_indices],
+        "relaxed_objective": losses.values.get(tuple(relaxed_indices)),
+        "evaluations": losses.evaluations,
+        "baseline_evaluations": baseline_evaluations,
+        "relaxed_evaluations": relaxed_evaluations,
+        "search_evaluations": search.evaluations if search else 0,
+        "swaps": search.swaps if search else 0,
+        "search_converged": search.converged if search else True,
+        "gradient_calls": gradient_calls,
+        "time_s": time.perf_counter() - begin,
+    }
+    return MaskSelection(np.array(chosen), s, history, report)

@@ -11,7 +11,7 @@ The backend functions are compiled once per model and loss and shared by every
   dimension of `None`, so it never retraces. (A `tf.function` per callback retraced for each of
   the many callbacks of a comparison run, and TensorFlow logged its "retracing" warning.)
 - JAX: `jax.jit` functions (compiled per input shape, silently).
-- Other backends: the loss runs eagerly; gradients are not available.
+- Other backends are not supported (`keras_wtrain.backends`).
 
 Example:
 
@@ -139,16 +139,8 @@ def _compiled(model, loss_fn, kind, x, y):
     if key not in functions:
         if backend == "tensorflow":
             functions[key] = _compile_tensorflow(model, loss_fn, kind, x, y)
-        elif backend == "jax":
+        else:  # JAX, the only other supported backend (keras_wtrain.backends)
             functions[key] = _compile_jax(model, loss_fn, kind)
-        elif kind == "value":
-            model_ref = weakref.ref(model)
-            functions[key] = lambda tv, ntv, x, y: _loss_value(model_ref(), loss_fn, tv, ntv, x, y)
-        else:
-            raise NotImplementedError(
-                f"the selection objective's gradient (strategy 'sewa') is implemented for the TensorFlow and JAX "
-                f"backends; the current backend is {backend!r}."
-            )
     return functions[key]
 
 

@@ -31,6 +31,7 @@ from keras_wtrain.callbacks.selection import select_checkpoints
 from keras_wtrain.callbacks.selection_objective import FlatObjective
 from keras_wtrain.callbacks.selection_objective import SelectionObjective
 from keras_wtrain.callbacks.trajectory_recorder import TrajectoryRecorder
+from keras_wtrain.data_adapters import check_finite
 from keras_wtrain.data_adapters import collect
 from keras_wtrain.validation import check_bool
 from keras_wtrain.validation import check_choice
@@ -44,7 +45,7 @@ __all__ = ["SeWA", "SelectiveWeightAveraging", "update_batchnorm_statistics"]
 STRATEGIES = tuple(AVERAGING_RULES)
 _CONFIG_ATTRIBUTES = (  # besides the base class's, strategy and loss
     "k temperature num_samples selection_steps selection_learning_rate selection_batch_size selection_size "
-    "update_batchnorm install seed verbose"
+    "num_random_subsets max_evaluations update_batchnorm install seed verbose"
 ).split()
 
 
@@ -65,15 +66,25 @@ class SelectiveWeightAveraging(TrajectoryRecorder):
     the EMA, "sewa" the `K` chosen by SeWA's mask learning (`select`, see
     `keras_wtrain.callbacks.selection`), or any rule function `rule(checkpoints, context) -> Average`
     (see `keras_wtrain.callbacks.averaging`). The selection objective `F` is the compiled loss plus
-    regularisation losses, in inference mode, on up to `selection_size` examples of
+    regularisation losses, in inference mode, on the first `selection_size` examples of
     `selection_data` (`SelectionObjective`).
+
+    **SeWA's selection** (`select`, `keras_wtrain.callbacks.selection.select_checkpoints`): the relaxed
+    mask starts from LAWA's; LAWA, the whole window, `num_random_subsets` random `k`-subsets and the
+    relaxed masks are evaluated exactly on `F`; a swap local search on the exact `F` (at most
+    `max_evaluations` evaluations besides the baselines) follows; the subset with the lowest `F` is
+    chosen, so `F(SeWA) <= min(F(LAWA), F(window), F(best random subset))` by construction (when the
+    whole window is best, all `T` checkpoints are averaged). `selection_report` records it all.
 
     **After training** the average is installed into the model (so a `.keras` file saved after
     `fit` holds it) and, with `update_batchnorm=True`, batch-norm statistics are recomputed on
     `selection_data` (`update_batchnorm_statistics`). Results: `selected_indices` (0 = oldest kept),
     `selected_steps`, `probabilities` (SeWA's `s`), `average_loss` (`F` of the installed average,
-    before the batch-norm update), `selection_time_s`, `objective_history`; logs `averaged_loss`,
-    `averaging_selection_time_s` and, with `evaluate_every_epoch`, `averaged_val_<metric>` per epoch.
+    before the batch-norm update), `selection_time_s`, `objective_history`, `selection_report` (SeWA:
+    a JSON-serialisable dict with `F` of its choice and of each baseline, see `select_checkpoints`);
+    the `on_train_end` logs get `averaged_loss`, `averaging_selection_time_s` and (SeWA)
+    `selection_objective_<sewa|lawa|window|random>`; with `evaluate_every_epoch`,
+    `averaged_val_<metric>` per epoch.
 
     **Resumption** (`keras.callbacks.BackupAndRestore`): checkpoints taken after the restored step
     are dropped; with `checkpoint_dir` a new process reloads the buffer and the EMA.
@@ -86,13 +97,17 @@ class SelectiveWeightAveraging(TrajectoryRecorder):
         strategy: "sewa", "swa", "lawa", "ema", "random", or a rule function.
         temperature: Concrete temperature `t` > 0.
         num_samples: relaxed masks per selection step (`M`), a positive int.
-        selection_steps: selection iterations, a positive int.
+        selection_steps: iterations of the relaxed phase, a positive int.
         selection_learning_rate: Adam step size on `s`, > 0.
         selection_batch_size: examples per relaxed-mask loss evaluation, a positive int.
-        selection_size: maximum number of `selection_data` examples used, a positive int.
+        selection_size: number of `selection_data` examples used (the first ones): `F` is their mean
+            loss; also the data of the batch-norm update. A positive int.
         selection_data: training data with targets in any form of `keras_wtrain.data_adapters`
             (`(x, y)` arrays, dict inputs included, a `tf.data.Dataset`, batches); required by
             "sewa" and for the batch-norm update.
+        num_random_subsets: random `k`-subsets among SeWA's candidates, an int >= 0.
+        max_evaluations: SeWA's bound on exact evaluations of `F` besides the `2 + num_random_subsets`
+            baselines (relaxed-phase checks and swap search), an int >= 0.
         update_batchnorm: recompute batch-norm statistics after installing an average.
         ema_decay: EMA decay per checkpoint in [0, 1); defaults to `1 − 2 / (k + 1)`.
         evaluate_every_epoch: at each epoch end, evaluate the current average on
@@ -140,6 +155,8 @@ class SelectiveWeightAveraging(TrajectoryRecorder):
         selection_batch_size=32,
         selection_size=2048,
         selection_data=None,
+        num_random_subsets=20,
+        max_evaluations=16,
         update_batchnorm=True,
         ema_decay=None,
         evaluate_every_epoch=False,
@@ -169,6 +186,8 @@ class SelectiveWeightAveraging(TrajectoryRecorder):
         self.selection_learning_rate = check_positive("selection_learning_rate", selection_learning_rate)
         self.selection_batch_size = check_int("selection_batch_size", selection_batch_size, minimum=1)
         self.selection_size = check_int("selection_size", selection_size, minimum=1)
+        self.num_random_subsets = check_int("num_random_subsets", num_random_subsets, minimum=0)
+        self.max_evaluations = check_int("max_evaluations", max_evaluations, minimum=0)
         self.selection_data = selection_data
         self.update_batchnorm = check_bool("update_batchnorm", update_batchnorm)
         self.evaluate_every_epoch = check_bool("evaluate_every_epoch", evaluate_every_epoch)
@@ -181,7 +200,7 @@ class SelectiveWeightAveraging(TrajectoryRecorder):
         self.verbose = check_choice("verbose", verbose, (0, 1))
         self._objective = self._data_xy = self._validation_xy = None
         self.selected_indices = self.selected_steps = self.probabilities = None
-        self.average_loss = self.selection_time_s = None
+        self.average_loss = self.selection_time_s = self.selection_report = None
         self.objective_history = []
 
     # ------------------------------------------------------------------ objective and averages
@@ -191,9 +210,10 @@ class SelectiveWeightAveraging(TrajectoryRecorder):
                 raise ValueError(
                     "argument `selection_data` is required by strategy 'sewa' and for `average_loss`; received None."
                 )
-            self._data_xy = collect(
+            data_xy = collect(
                 self.selection_data, max_examples=self.selection_size, require_targets=True, name="selection_data"
             )
+            self._data_xy = check_finite(data_xy, "selection_data", owner="SelectiveWeightAveraging")
         return self._data_xy
 
     def _get_objective(self):
@@ -246,14 +266,19 @@ class SelectiveWeightAveraging(TrajectoryRecorder):
         return self.weights_loss(uniform_average(w, indices))
 
     def select(self, weights_matrix=None):
-        """Runs SeWA's mask learning (`select_checkpoints`) on the kept checkpoints.
+        """Runs SeWA's selection (`select_checkpoints`) on the kept checkpoints.
+
+        The relaxed mask starts from LAWA's; the baselines (LAWA, the whole window, `num_random_subsets`
+        random `k`-subsets) and the relaxed masks are evaluated exactly, a swap local search on the exact
+        `F` follows, and the subset with the lowest `F` is returned: its `F` is never above LAWA's, the
+        window's or the best random subset's. The record of the selection is `selection_report`.
 
         Args:
             weights_matrix: optional `(T, P)` array of checkpoints (defaults to `checkpoints()`).
 
         Returns:
-            `(indices, probabilities)`: the `k` chosen positions (sorted, 0 = oldest) and the
-            learned `s` (numpy float array of length `T`).
+            `(indices, probabilities)`: the chosen positions (sorted, 0 = oldest; `k` of them, or all `T`
+            when the whole window has the lowest `F`) and the learned `s` (numpy float array of length `T`).
 
         Raises:
             ValueError: if fewer than `k` checkpoints are kept or `selection_data` is missing.
@@ -270,6 +295,7 @@ class SelectiveWeightAveraging(TrajectoryRecorder):
         w = sewa.current_weights()
         indices, s = sewa.select(np.stack([w, 0.1 * w, 2 * w]))
         assert indices.tolist() == [1]   # the weights nearest 0, with the lowest loss
+        print(sewa.selection_report["objective"])   # F of SeWA's choice, LAWA, the window, the best random subset
         ```
         """
         w = self.checkpoints() if weights_matrix is None else np.asarray(weights_matrix, np.float32)
@@ -278,10 +304,18 @@ class SelectiveWeightAveraging(TrajectoryRecorder):
         objective = self._get_objective()
         options = dict(temperature=self.temperature, num_samples=self.num_samples, steps=self.selection_steps)
         options.update(learning_rate=self.selection_learning_rate, batch_size=self.selection_batch_size)
+        options.update(num_random_subsets=self.num_random_subsets, max_evaluations=self.max_evaluations)
         result = select_checkpoints(
-            w, objective.loss_and_grad, objective.num_examples, self.k, seed=self.seed, **options
+            w, objective.loss_and_grad, objective.num_examples, self.k, seed=self.seed, loss=objective.loss, **options
         )
-        self.objective_history = result.history
+        report = dict(result.report, objective_examples=int(objective.num_examples))
+        if weights_matrix is None:
+            steps = self.checkpoint_steps
+            report["steps"] = {
+                name: None if indices is None else [int(steps[i]) for i in indices]
+                for name, indices in report["indices"].items()
+            }
+        self.objective_history, self.selection_report = result.history, report
         return result.indices, result.probabilities
 
     def average_weights(self, strategy=None, indices=None):
@@ -373,6 +407,8 @@ class SelectiveWeightAveraging(TrajectoryRecorder):
     def on_train_begin(self, logs=None):
         if get_averaging_rule(self.strategy) is AVERAGING_RULES["sewa"] and self.selection_data is None:
             raise ValueError("argument `selection_data` is required by strategy 'sewa'; received None.")
+        if self.selection_data is not None:
+            self._data()  # read (once, kept for the selection) and checked at fit start: empty or NaN data is refused
         super().on_train_begin(logs)
 
     def _needed(self):
@@ -419,6 +455,10 @@ class SelectiveWeightAveraging(TrajectoryRecorder):
             if self.average_loss is not None:
                 logs["averaged_loss"] = self.average_loss
             logs["averaging_selection_time_s"] = self.selection_time_s
+            if get_averaging_rule(self.strategy) is AVERAGING_RULES["sewa"]:
+                for name, value in self.selection_report["objective"].items():
+                    if value is not None:
+                        logs[f"selection_objective_{name}"] = value
         if self.verbose:
             print(
                 f"SelectiveWeightAveraging[{self._strategy_name()}]: steps {self.selected_steps}, "

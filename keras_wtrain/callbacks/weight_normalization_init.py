@@ -2,6 +2,8 @@
 
 import keras
 
+from keras_wtrain.data_adapters import check_finite
+from keras_wtrain.data_adapters import check_not_empty
 from keras_wtrain.data_adapters import first_batch
 from keras_wtrain.layers.weight_normalization_init import initialize_weight_normalization
 
@@ -22,7 +24,8 @@ class WeightNormalizationInitializer(keras.callbacks.Callback):
             paper uses one minibatch (a few hundred examples are plenty).
 
     Raises:
-        ValueError: if `batch_size` is not a positive int.
+        ValueError: if `data` is None or `batch_size` is not a positive int; at `fit` start, if the first
+            batch of `data` is empty or holds NaN or infinite values.
 
     Example:
 
@@ -41,6 +44,11 @@ class WeightNormalizationInitializer(keras.callbacks.Callback):
 
     def __init__(self, data, batch_size=256):
         super().__init__()
+        if data is None:
+            raise ValueError(
+                "WeightNormalizationInitializer: argument `data` is required (the training data, or data of the "
+                "same kind: a callback cannot see the data given to fit); received None."
+            )
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"argument `batch_size` must be a positive int, received {batch_size!r}.")
         self.data = data
@@ -48,9 +56,10 @@ class WeightNormalizationInitializer(keras.callbacks.Callback):
         self.initialized_layers = 0
 
     def on_train_begin(self, logs=None):
-        self.initialized_layers = initialize_weight_normalization(
-            self.model, first_batch(self.data, self.batch_size)
-        )
+        batch = first_batch(self.data, self.batch_size)
+        check_not_empty(batch, "data", owner="WeightNormalizationInitializer")
+        check_finite(batch, "data", owner="WeightNormalizationInitializer")
+        self.initialized_layers = initialize_weight_normalization(self.model, batch)
 
     def get_config(self):
         return {"batch_size": self.batch_size}

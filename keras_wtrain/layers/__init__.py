@@ -8,6 +8,7 @@ transforms of shadow weights) and `kernel_swap` (calling a layer with a
 variable replaced by a tensor).
 """
 
+from keras_wtrain import _backend_guard  # noqa: F401  (refuses an unsupported backend)
 from keras_wtrain.layers import transforms
 from keras_wtrain.layers.kernel_reparametrization import KernelReparametrization
 from keras_wtrain.layers.kernel_reparametrization import fold_layers

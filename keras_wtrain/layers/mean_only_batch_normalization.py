@@ -3,6 +3,7 @@
 import keras
 from keras import ops
 
+from keras_wtrain.validation import check_bool
 from keras_wtrain.validation import check_int
 from keras_wtrain.validation import check_probability
 
@@ -31,7 +32,7 @@ class MeanOnlyBatchNormalization(keras.layers.Layer):
         **kwargs: base layer keyword arguments.
 
     Raises:
-        TypeError: if `axis` is not an int.
+        TypeError: if `axis` is not an int or `center` not a bool.
         ValueError: if `momentum` is outside `[0, 1)`.
 
     Example:
@@ -60,7 +61,7 @@ class MeanOnlyBatchNormalization(keras.layers.Layer):
         self.momentum = check_probability(
             "momentum", momentum, high_inclusive=False, owner="MeanOnlyBatchNormalization"
         )
-        self.center = bool(center)
+        self.center = check_bool("center", center, owner="MeanOnlyBatchNormalization")
         self.beta_initializer = keras.initializers.get(beta_initializer)
         self.moving_mean_initializer = keras.initializers.get(moving_mean_initializer)
         self.supports_masking = True

@@ -32,6 +32,8 @@ initialize_weight_normalization(model, np.random.rand(16, 5, 8).astype("float32"
 import keras
 import numpy as np
 
+from keras_wtrain.data_adapters import check_finite
+from keras_wtrain.data_adapters import check_not_empty
 from keras_wtrain.layers.kernel_reparametrization import KernelReparametrization
 from keras_wtrain.layers.weight_normalization import weight_normalization_layers
 
@@ -111,6 +113,18 @@ def _run(model, batch, layers, data_init_pass):
             layer._data_init_pass = None
 
 
+def _check_batch(batch):
+    """Refuses what is not one batch of model inputs: None or non-arrays, 0 examples, NaN or infinity."""
+    leaves = keras.tree.flatten(batch)
+    if not leaves or not all(hasattr(leaf, "shape") and hasattr(leaf, "dtype") for leaf in leaves):
+        raise TypeError(
+            "initialize_weight_normalization: argument `batch` must be the model inputs of one batch (an array or "
+            f"tensor, or a list/dict of them; for `(x, y)` data pass `x`); received {type(batch).__name__}."
+        )
+    check_not_empty(batch, "batch", owner="initialize_weight_normalization")
+    check_finite(batch, "batch", owner="initialize_weight_normalization")
+
+
 def initialize_weight_normalization(model, batch, force=False):
     """Runs the data-dependent initialisation of every `WeightNormalization` layer.
 
@@ -132,6 +146,11 @@ def initialize_weight_normalization(model, batch, force=False):
     Returns:
         The number of layers initialised.
 
+    Raises:
+        TypeError: if `batch` is None or not arrays/tensors.
+        ValueError: if `batch` holds no examples, or NaN or infinite values (they would make every `g` and
+            bias NaN).
+
     Example:
 
     ```python
@@ -144,6 +163,7 @@ def initialize_weight_normalization(model, batch, force=False):
     keras_wtrain.initialize_weight_normalization(model, np.random.rand(32, 8).astype("float32"))
     ```
     """
+    _check_batch(batch)
     pending = [
         layer
         for layer in weight_normalization_layers(model)

@@ -1,37 +1,47 @@
-"""`Model`: a `keras.Model` whose `train_step` adds loss noise and gradient dropout.
+"""`Model`: a `keras.Model` that trains with loss noise and/or gradient dropout, through Keras' own hooks.
 
-The randomness maths lives in `keras_wtrain.training.randomness` (backend-free);
-this module holds only the plumbing per backend, following Keras' own
-`train_step` for TensorFlow, JAX and PyTorch:
+No `train_step` is copied or overridden. The randomness maths lives in
+`keras_wtrain.training.randomness` (backend-free):
 
 - loss noise is applied in `compute_loss` (shared by every backend): the
   per-example factors `xi` multiply `sample_weight` before Keras' compiled loss
   reduces it, so metrics, `class_weight`, multiple outputs, regularisation
   losses and loss scaling are Keras' own code paths;
-- gradient dropout is applied to the gradients between the backward pass and
-  the optimizer (`optimizer.apply_gradients` / `stateless_apply` / `apply`), so
-  the optimizer's own loss-scale unscaling, gradient accumulation, `clipnorm`
-  / `clipvalue` / `global_clipnorm` and weight decay run after it, unchanged.
+- gradient dropout is `keras_wtrain.optimizers.GradientDropoutOptimizer`, an
+  optimizer wrapper (like `keras.optimizers.LossScaleOptimizer`) that `compile`
+  puts around the optimizer it is given, so the optimizer's own loss-scale
+  unscaling, gradient accumulation, clipping and weight decay run after it.
 """
 
 import warnings
 
 import keras
 from keras import ops
-from keras.src.models import model as _keras_model_module
-from keras.src.models.functional import Functional
-from keras.src.models.model import functional_init_arguments
 
+# `Functional` is not exported by Keras. It is needed because this one class serves both functional use
+# (`Model(inputs, outputs)`) and subclassing: Keras' own route, `keras.Model.__init__` with graph arguments, rewrites
+# the bases of the class in place (`inject_functional_model_class`), which would turn `Model` itself into a
+# `Functional` for every later subclassed use. See `Model.__new__`.
+from keras.src.models.functional import Functional
+
+# A module import (names looked up at call time): keras_wtrain.optimizers imports keras_wtrain.training.randomness,
+# whose package imports this module.
+from keras_wtrain import optimizers as wt_optimizers
 from keras_wtrain.training.randomness import Constant
 from keras_wtrain.training.randomness import GradientDropout
 from keras_wtrain.training.randomness import LossNoise
-from keras_wtrain.training.randomness import drop_gradients
 from keras_wtrain.training.randomness import loss_noise_factors
 from keras_wtrain.training.randomness import noisy_sample_weight
+from keras_wtrain.validation import check_seed
 
 __all__ = ["Model", "WrappedModel", "wrap"]
 
 _CONFIG_KEYS = ("loss_noise", "gradient_dropout", "seed")
+
+
+def _functional_arguments(args, kwargs):
+    """Whether `Model(*args, **kwargs)` is functional use (same test as Keras' `functional_init_arguments`)."""
+    return len(args) == 2 or (len(args) == 1 and "outputs" in kwargs) or ("inputs" in kwargs and "outputs" in kwargs)
 
 
 def _as_loss_noise(value):
@@ -65,6 +75,17 @@ def _as_gradient_dropout(value):
     return GradientDropout(value)
 
 
+def _has_loss_scaling(optimizer):
+    """Whether a `LossScaleOptimizer` is anywhere in `optimizer`'s chain of wrapped optimizers."""
+    seen = set()
+    while optimizer is not None and id(optimizer) not in seen:
+        if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
+            return True
+        seen.add(id(optimizer))
+        optimizer = getattr(optimizer, "inner_optimizer", None)
+    return False
+
+
 def _replica_info():
     """`(replica_id, num_replicas)` of the current `tf.distribute` replica context (TensorFlow only)."""
     if keras.backend.backend() != "tensorflow":
@@ -91,7 +112,7 @@ class Model(keras.Model):
 
     The two techniques of Altarabichi et al., "Rolling the dice for better deep
     learning performance" (Information Sciences 667, 2024; arXiv:2404.03992),
-    as in the authors' code, applied inside `train_step` so `fit` just works:
+    as in the authors' code, through Keras' own hooks so `fit` just works:
 
     - loss noise (`LossNoise`): each example's loss is multiplied by a fresh
       `xi_i ~ N(1, sigma^2)` every step. Done in `compute_loss` by
@@ -100,20 +121,31 @@ class Model(keras.Model):
       The logged `loss` is this noisy loss (an unbiased estimate of the
       clean one); metrics see the clean `sample_weight`.
     - gradient dropout (`GradientDropout`): every gradient entry is multiplied
-      by `u > p`, `u ~ U[0, 1)` fresh every step, before the optimizer
-      (optionally divided by `1 - p`).
+      by a fresh keep mask (kept with probability `1 - p`, `p` rounded to a
+      multiple of 1/256) before the optimizer, optionally divided by `1 - p`.
+      `compile` wraps the optimizer in a
+      `keras_wtrain.optimizers.GradientDropoutOptimizer` (under the
+      `"mixed_float16"` policy Keras then wraps that in its
+      `LossScaleOptimizer`), so `model.optimizer` is the wrapper and
+      `model.optimizer.inner_optimizer` (through the loss scaler, if any) the
+      optimizer given to `compile`.
 
     Use it like `keras.Model`, functional (`Model(inputs, outputs, ...)`) or
     subclassed (call `super().__init__(loss_noise=..., gradient_dropout=...)`),
     or wrap an existing model with `keras_wtrain.training.wrap`. Evaluation and
     prediction are unchanged. With both techniques off (None or constant 0)
-    training is exactly that of `keras.Model`.
+    the model, its optimizer and its training are exactly those of
+    `keras.Model`.
 
-    Randomness comes from `keras.random.SeedGenerator`s owned by the model
-    (reproducible with `seed` or `keras.utils.set_random_seed`), so it works
+    Randomness comes from `keras.random.SeedGenerator`s (the loss-noise one
+    owned by the model, the gradient-dropout one by the optimizer wrapper;
+    reproducible with `seed` or `keras.utils.set_random_seed`), so it works
     with `jit_compile=True`, `steps_per_execution > 1` and JAX's stateless
-    train step. Schedules are evaluated at `randomness_step`, the number of
-    training batches this model has trained on (saved with the model).
+    train step. Gradient-dropout schedules are evaluated at the optimizer's
+    `iterations`; loss-noise schedules at the model's own counter of training
+    batches (a variable saved with the model; it exists only for a scheduled
+    loss noise, because on JAX `compute_loss` cannot see the optimizer's
+    variables). `randomness_step` reads the step.
 
     Multi-device: under `tf.distribute.MirroredStrategy` every replica draws
     the same gradient-dropout masks (same seed state), so a mask is shared
@@ -131,18 +163,18 @@ class Model(keras.Model):
         *args: positional arguments of `keras.Model` (`inputs`, `outputs`).
         loss_noise: None (off), `sigma` (a number >= 0 or a schedule), or a
             `LossNoise`. `LossNoise()` gives the library default sigma = 0.3.
-        gradient_dropout: None (off), `p` (in [0, 1) or a schedule), or a
-            `GradientDropout`. `GradientDropout()` gives p = 0.1, no rescaling.
-        seed: int seed of the model's seed generators (None: drawn from
-            Keras' global seed).
+        gradient_dropout: None (off), `p` (in [0, 1), 0 or at least 1/512, or
+            a schedule), or a `GradientDropout`. `GradientDropout()` gives
+            p = 0.1, no rescaling.
+        seed: int seed of the randomness (None: drawn from Keras' global
+            seed); the gradient-dropout wrapper gets `seed + 1`.
         **kwargs: keyword arguments of `keras.Model` (`name`, ...).
 
     Raises:
-        TypeError: if `loss_noise` / `gradient_dropout` have a wrong type.
+        TypeError: if `loss_noise` / `gradient_dropout` / `seed` have a wrong
+            type.
         ValueError: if a value is out of range (negative sigma, rate outside
-            [0, 1)).
-        NotImplementedError: gradient dropout on a backend other than
-            TensorFlow, JAX and PyTorch.
+            [0, 1) or a constant rate in (0, 1/512)).
 
     Example:
 
@@ -156,66 +188,56 @@ class Model(keras.Model):
     model = Model(inputs, outputs, loss_noise=0.3, gradient_dropout=0.1, seed=0)
     model.compile("sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     model.fit(np.random.rand(64, 8), np.random.randint(0, 3, 64), epochs=1, verbose=0)
+    type(model.optimizer).__name__  # 'GradientDropoutOptimizer'
     ```
     """
 
     _paper_arxiv = "2404.03992"
 
     def __new__(cls, *args, **kwargs):
-        # Functional use gets a subclass that also derives from Functional. Keras itself would
-        # instead rewrite the class's bases in place (`inject_functional_model_class`), which
-        # would turn this class into a Functional for every later subclassed use too.
-        if functional_init_arguments(args, kwargs) and not issubclass(cls, Functional):
+        # Functional use gets a subclass that also derives from Functional. Keras itself would instead rewrite the
+        # class's bases in place (`inject_functional_model_class`), which would turn this class into a Functional for
+        # every later subclassed use too.
+        if _functional_arguments(args, kwargs) and not issubclass(cls, Functional):
             cls = FunctionalModel if cls is Model else _inject_functional(cls)
         return keras.Model.__new__(cls)
 
     def __init__(self, *args, loss_noise=None, gradient_dropout=None, seed=None, **kwargs):
-        if functional_init_arguments(args, kwargs):
-            # What keras.Model.__init__ does, without rewriting class bases.
-            _keras_model_module.Trainer.__init__(self)
+        if isinstance(self, Functional):
+            # Functional's own __init__ (it runs keras.Model.__init__ without the graph arguments); keras.Model.__init__
+            # with them would rewrite the class bases (see __new__).
             Functional.__init__(self, *args, **kwargs)
         else:
-            keras.Model.__init__(self, *args, **kwargs)
+            super().__init__(*args, **kwargs)
         self._setup_randomness(loss_noise, gradient_dropout, seed)
 
     # ------------------------------------------------------------------ configuration
 
     def _setup_randomness(self, loss_noise=None, gradient_dropout=None, seed=None):
-        if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
-            raise TypeError(f"argument `seed` must be an int or None; received {seed!r}.")
+        seed = check_seed(seed)
         loss_noise = _as_loss_noise(loss_noise)
         gradient_dropout = _as_gradient_dropout(gradient_dropout)
-        if (
-            gradient_dropout is not None
-            and not gradient_dropout.is_off
-            and keras.backend.backend() not in ("tensorflow", "jax", "torch")
-        ):
-            raise NotImplementedError(
-                f"gradient dropout has no train_step for the {keras.backend.backend()!r} backend "
-                "(TensorFlow, JAX and PyTorch are supported)."
-            )
         self._wt_seed = seed
         self._wt_loss_noise = loss_noise
         self._wt_gradient_dropout = gradient_dropout
-        active_noise = loss_noise is not None and not loss_noise.is_off
-        active_dropout = gradient_dropout is not None and not gradient_dropout.is_off
-        self._wt_noise_active = active_noise
-        self._wt_dropout_active = active_dropout
-        # Seed generators and the step counter exist only when needed, so a model with
-        # both techniques off has exactly the variables (and the training) of keras.Model.
-        if active_noise and getattr(self, "_wt_noise_seed", None) is None:
+        self._wt_noise_active = loss_noise is not None and not loss_noise.is_off
+        self._wt_dropout_active = gradient_dropout is not None and not gradient_dropout.is_off
+        # Variables exist only when needed, so a model with both techniques off has exactly the variables (and the
+        # training) of keras.Model. The gradient-dropout state lives in the optimizer wrapper made by `compile`.
+        if self._wt_noise_active and getattr(self, "_wt_noise_seed", None) is None:
             self._wt_noise_seed = keras.random.SeedGenerator(seed, name="loss_noise_seed")
-        if active_dropout and getattr(self, "_wt_dropout_seed", None) is None:
-            self._wt_dropout_seed = keras.random.SeedGenerator(
-                None if seed is None else seed + 1, name="gradient_dropout_seed"
-            )
-        scheduled = (active_noise and not isinstance(loss_noise.stddev, Constant)) or (
-            active_dropout and not isinstance(gradient_dropout.rate, Constant)
-        )
-        if scheduled and getattr(self, "_wt_step", None) is None:
+        if self._wt_noise_scheduled and getattr(self, "_wt_step", None) is None:
             self._wt_step = keras.Variable(
                 0, dtype="int32", trainable=False, aggregation="only_first_replica", name="randomness_step"
             )
+
+    @property
+    def _wt_noise_scheduled(self):
+        return self._wt_noise_active and not isinstance(self._wt_loss_noise.stddev, Constant)
+
+    @property
+    def _wt_dropout_scheduled(self):
+        return self._wt_dropout_active and not isinstance(self._wt_gradient_dropout.rate, Constant)
 
     @property
     def loss_noise(self):
@@ -229,19 +251,18 @@ class Model(keras.Model):
 
     @property
     def randomness_step(self):
-        """Training batches seen, the step at which schedules are evaluated (None without schedules)."""
-        step = getattr(self, "_wt_step", None)
-        return None if step is None else int(ops.convert_to_numpy(step.value))
+        """The step at which schedules are evaluated, or None without schedules.
 
-    def _schedule_value(self, schedule):
-        if isinstance(schedule, Constant):
-            return schedule.value
-        return schedule(self._wt_step.value)
-
-    def _count_step(self):
+        With a scheduled loss noise: the model's counter of training batches.
+        Otherwise, with a scheduled gradient dropout: the optimizer's
+        `iterations` (None before `compile`).
+        """
         step = getattr(self, "_wt_step", None)
         if step is not None:
-            step.assign_add(1)
+            return int(ops.convert_to_numpy(step.value))
+        if self._wt_dropout_scheduled and getattr(self, "optimizer", None) is not None:
+            return int(ops.convert_to_numpy(self.optimizer.iterations))
+        return None
 
     def get_config(self):
         config = super().get_config()
@@ -260,6 +281,87 @@ class Model(keras.Model):
             model._setup_randomness(**extra)
             return model
         return cls(**config, **extra)
+
+    def load_own_variables(self, store):
+        own = self._trainable_variables + self._non_trainable_variables
+        if len(store.keys()) == len(own) + 1 and self._wt_dropout_scheduled and not self._wt_noise_scheduled:
+            # Saved before gradient dropout became an optimizer wrapper: the model then also counted steps for a
+            # scheduled gradient dropout (created first, entry "0"); that count is now the optimizer's `iterations`.
+            for i, variable in enumerate(own):
+                variable.assign(store[str(i + 1)])
+            return
+        super().load_own_variables(store)
+
+    # ------------------------------------------------------------------ compile
+
+    def compile(self, optimizer="rmsprop", *args, **kwargs):
+        """Configures the model for training; see `keras.Model.compile` (same arguments).
+
+        With gradient dropout on, `optimizer` is wrapped in a
+        `keras_wtrain.optimizers.GradientDropoutOptimizer` (unless its chain of
+        wrapped optimizers already holds one), seeded with `seed + 1`. When
+        that chain holds a `LossScaleOptimizer`, Keras' automatic loss-scale
+        wrapping is skipped (it would scale twice).
+
+        Args:
+            optimizer: an optimizer or its name, as for `keras.Model.compile`.
+            *args: the other positional arguments of `keras.Model.compile`.
+            **kwargs: the keyword arguments of `keras.Model.compile`.
+
+        Example:
+
+        ```python
+        import keras
+        from keras_wtrain.training import Model
+
+        inputs = keras.Input((4,))
+        model = Model(inputs, keras.layers.Dense(1)(inputs), gradient_dropout=0.2)
+        model.compile(keras.optimizers.SGD(0.1), "mse")
+        model.optimizer.inner_optimizer  # the SGD
+        ```
+        """
+        optimizer = keras.optimizers.get(optimizer)
+        if self._wt_dropout_active and wt_optimizers.find_gradient_dropout(optimizer) is None:
+            optimizer = wt_optimizers.GradientDropoutOptimizer(
+                optimizer,
+                self._wt_gradient_dropout,
+                seed=None if self._wt_seed is None else self._wt_seed + 1,
+                name="gradient_dropout",
+            )
+        if not isinstance(optimizer, keras.optimizers.LossScaleOptimizer) and _has_loss_scaling(optimizer):
+            if len(args) > 7:  # auto_scale_loss given positionally
+                args = args[:7] + (False,) + args[8:]
+            else:
+                kwargs["auto_scale_loss"] = False
+        super().compile(optimizer, *args, **kwargs)
+
+    def compile_from_config(self, config):
+        """Compiles the model from `get_compile_config()`'s output (used when loading a `.keras` file).
+
+        Keras' own `compile_from_config` does not call an overridden
+        `compile` (it warns instead), so this is its body (Keras 3.15) calling
+        this class's `compile`.
+
+        Args:
+            config: the dict returned by `get_compile_config()`.
+
+        Example:
+
+        ```python
+        import keras
+        from keras_wtrain.training import Model
+
+        inputs = keras.Input((4,))
+        model = Model(inputs, keras.layers.Dense(1)(inputs), gradient_dropout=0.2)
+        model.compile("sgd", "mse")
+        twin = Model(inputs, keras.layers.Dense(1)(inputs), gradient_dropout=0.2)
+        twin.compile_from_config(model.get_compile_config())
+        ```
+        """
+        config = keras.saving.deserialize_keras_object(config)
+        self.compile(**config)
+        if getattr(self, "optimizer", None) is not None and self.built:
+            self.optimizer.build(self.trainable_variables)
 
     # ------------------------------------------------------------------ fit
 
@@ -321,7 +423,8 @@ class Model(keras.Model):
             y: targets.
             y_pred: predictions.
             sample_weight: per-example weights (None, an array, or one per output).
-            training: whether this is a training step (noise only then).
+            training: whether this is a training step (noise only then; a
+                scheduled noise also advances the model's step counter).
 
         Returns:
             The scalar loss.
@@ -342,7 +445,12 @@ class Model(keras.Model):
         """
         if training and self._wt_noise_active:
             batch = _batch_size(x, y_pred)
-            stddev = self._schedule_value(self._wt_loss_noise.stddev)
+            stddev = self._wt_loss_noise.stddev
+            if isinstance(stddev, Constant):
+                stddev = stddev.value
+            else:
+                stddev = stddev(self._wt_step.value)
+                self._wt_step.assign_add(1)
             replica, replicas = _replica_info()
             if replicas == 1:
                 factors = loss_noise_factors(batch, stddev, seed=self._wt_noise_seed)
@@ -353,154 +461,13 @@ class Model(keras.Model):
             sample_weight = noisy_sample_weight(sample_weight, factors)
         return super().compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=training)
 
-    # ------------------------------------------------------------------ train_step per backend
-
-    def _drop(self, gradients):
-        rate = self._schedule_value(self._wt_gradient_dropout.rate)
-        return drop_gradients(gradients, rate, seed=self._wt_dropout_seed, rescale=self._wt_gradient_dropout.rescale)
-
-    def train_step(self, *args, **kwargs):
-        """One training step: Keras' own, with gradient dropout before the optimizer.
-
-        Backend-specific like `keras.Model.train_step` (TensorFlow and PyTorch:
-        `train_step(data)`; JAX: `train_step(state, data)`, stateless).
-
-        Returns:
-            The logs dict (JAX: `(logs, state)`).
-
-        Example:
-
-        ```python
-        import keras
-        import numpy as np
-        from keras_wtrain.training import Model
-
-        inputs = keras.Input((4,))
-        model = Model(inputs, keras.layers.Dense(1)(inputs), gradient_dropout=0.5)
-        model.compile("sgd", "mse")
-        model.train_on_batch(np.ones((8, 4)), np.ones((8, 1)))  # runs train_step
-        ```
-        """
-        backend = keras.backend.backend()
-        if backend == "jax":
-            return self._jax_train_step(*args, **kwargs)
-        if not self._wt_dropout_active:
-            logs = super().train_step(*args, **kwargs)
-            self._count_step()
-            return logs
-        if backend == "tensorflow":
-            return self._tf_train_step(*args, **kwargs)
-        return self._torch_train_step(*args, **kwargs)
-
-    def _tf_train_step(self, data):
-        # Keras 3.15 keras/src/backend/tensorflow/trainer.py TensorFlowTrainer.train_step, plus `self._drop`.
-        import tensorflow as tf
-        from keras.src.losses import loss as loss_module
-        from keras.src.trainers.data_adapters import data_adapter_utils
-
-        x, y, sample_weight = data_adapter_utils.unpack_x_y_sample_weight(data)
-        with tf.GradientTape() as tape:
-            if self._call_has_training_arg:
-                y_pred = self(x, training=True)
-            else:
-                y_pred = self(x)
-            loss = self._compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=True)
-            self._loss_tracker.update_state(
-                loss_module.unscale_loss_for_distribution(loss),
-                sample_weight=tf.shape(next(i for i in keras.tree.flatten(x) if i is not None))[0],
-            )
-            if self.optimizer is not None:
-                loss = self.optimizer.scale_loss(loss)
-        if self.trainable_weights:
-            trainable_weights = self.trainable_weights
-            gradients = tape.gradient(loss, trainable_weights)
-            gradients = [tf.convert_to_tensor(g) if isinstance(g, tf.IndexedSlices) else g for g in gradients]
-            gradients = self._drop(gradients)
-            self.optimizer.apply_gradients(zip(gradients, trainable_weights))
-        else:
-            warnings.warn("The model does not have any trainable weights.")
-        self._count_step()
-        return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
-
-    def _torch_train_step(self, data):
-        # Keras 3.15 keras/src/backend/torch/trainer.py TorchTrainer.train_step, plus `self._drop`.
-        import torch
-        from keras.src.trainers.data_adapters import data_adapter_utils
-
-        x, y, sample_weight = data_adapter_utils.unpack_x_y_sample_weight(data)
-        if self._call_has_training_arg:
-            y_pred = self(x, training=True)
-        else:
-            y_pred = self(x)
-        self.zero_grad()
-        loss = self._compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=True)
-        self._loss_tracker.update_state(
-            loss, sample_weight=next(i for i in keras.tree.flatten(x) if i is not None).shape[0]
-        )
-        if self.optimizer is not None:
-            loss = self.optimizer.scale_loss(loss)
-        if self.trainable_weights:
-            loss.backward()
-            trainable_weights = self.trainable_weights[:]
-            gradients = [v.value.grad for v in trainable_weights]
-            with torch.no_grad():
-                gradients = self._drop(gradients)
-                self.optimizer.apply(gradients, trainable_weights)
-        else:
-            warnings.warn("The model does not have any trainable weights.")
-        self._count_step()
-        return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
-
-    def _jax_train_step(self, state, data):
-        # Keras 3.15 keras/src/backend/jax/trainer.py JAXTrainer.train_step, plus `self._drop` and the counter.
-        import jax
-        from keras.src.trainers.data_adapters import data_adapter_utils
-
-        trainable_variables, non_trainable_variables, optimizer_variables, metrics_variables = state
-        x, y, sample_weight = data_adapter_utils.unpack_x_y_sample_weight(data)
-        grad_fn = jax.value_and_grad(self.compute_loss_and_updates, has_aux=True)
-        (loss, aux), grads = grad_fn(
-            trainable_variables,
-            non_trainable_variables,
-            metrics_variables,
-            x,
-            y,
-            sample_weight,
-            training=True,
-            optimizer_variables=optimizer_variables,
-        )
-        unscaled_loss, y_pred, non_trainable_variables, metrics_variables = aux
-
-        # Gradient dropout and the step counter read/write only the model's own randomness variables.
-        own = [v for v in (getattr(self, "_wt_step", None),) if v is not None]
-        if self._wt_dropout_active:
-            own.append(self._wt_dropout_seed.state)
-        if own:
-            refs = self.non_trainable_variables
-            index = {id(v): i for i, v in enumerate(refs)}
-            positions = [index[id(v)] for v in own]
-            mapping = [(refs[i], non_trainable_variables[i]) for i in positions]
-            with keras.StatelessScope(state_mapping=mapping) as scope:
-                if self._wt_dropout_active:
-                    grads = self._drop(grads)
-                self._count_step()
-            non_trainable_variables = list(non_trainable_variables)
-            for i in positions:
-                non_trainable_variables[i] = scope.get_current_value(refs[i])
-
-        trainable_variables, optimizer_variables = self.optimizer.stateless_apply(
-            optimizer_variables, grads, trainable_variables
-        )
-        logs, metrics_variables = self._update_metrics_variables(
-            metrics_variables, unscaled_loss, x, y, y_pred, sample_weight
-        )
-        state = (trainable_variables, non_trainable_variables, optimizer_variables, metrics_variables)
-        return logs, state
-
 
 @keras.saving.register_keras_serializable(package="keras_wtrain")
 class FunctionalModel(Model, Functional):
     """The class of a functional `keras_wtrain.training.Model` (arXiv:2404.03992); `Model(inputs, outputs)` makes one.
+
+    A separate class so that `Model` itself stays usable for subclassing (see
+    `Model.__new__`).
 
     Example:
 
@@ -597,7 +564,11 @@ def wrap(model, loss_noise=None, gradient_dropout=None, seed=None):
     other). Functional models and built `Sequential` models become a
     functional `Model` over the same graph; subclassed or unbuilt models are
     called from a `WrappedModel`. If `model` is compiled, the new model is
-    compiled with the same arguments and the same optimizer object.
+    compiled from `model.get_compile_config()` with the same optimizer and
+    loss objects (with gradient dropout, the optimizer is wrapped in a
+    `GradientDropoutOptimizer` around that same object, so its state is
+    shared); metrics are rebuilt from the config, so custom metric functions
+    must be registered as for saving.
 
     Args:
         model: a `keras.Model` (functional, Sequential or subclassed).
@@ -633,8 +604,9 @@ def wrap(model, loss_noise=None, gradient_dropout=None, seed=None):
         wrapped = Model(inputs=inputs, outputs=outputs, name=model.name, **kwargs)
     else:
         wrapped = WrappedModel(model, name=model.name, **kwargs)
-    if getattr(model, "compiled", False) and getattr(model, "_compile_config", None) is not None:
-        compile_args = dict(model._compile_config.config)
-        compile_args["optimizer"] = model.optimizer
-        wrapped.compile(**compile_args)
+    config = model.get_compile_config() if getattr(model, "compiled", False) else None
+    if config:
+        config = {key: value for key, value in config.items() if key not in ("optimizer", "loss")}
+        compile_args = keras.saving.deserialize_keras_object(config)
+        wrapped.compile(optimizer=model.optimizer, loss=model.loss, **compile_args)
     return wrapped

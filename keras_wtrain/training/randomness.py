@@ -6,8 +6,11 @@ randomness in the training step. This module holds their maths as small
 functions of `keras.ops` and `keras.random` (so it runs on TensorFlow, JAX and
 PyTorch, under `jit_compile=True` and inside JAX's stateless train step), plus
 the configuration objects `LossNoise` and `GradientDropout` and the schedules
-that set their strength over training. `keras_wtrain.training.Model` applies
-them in `train_step`.
+that set their strength over training. Random draws go through
+`keras_wtrain.rng` (Philox chosen explicitly on TensorFlow).
+`keras_wtrain.training.Model` applies loss noise in `compute_loss`;
+`keras_wtrain.optimizers.GradientDropoutOptimizer` applies gradient dropout
+between the backward pass and the optimizer it wraps.
 
 What is computed (the authors' code, `Ghaith81/Radnomness_in_Neural_Network`):
 
@@ -17,15 +20,23 @@ What is computed (the authors' code, `Ghaith81/Radnomness_in_Neural_Network`):
   `w_i * xi_i * l_i` (with the default `"sum_over_batch_size"` reduction:
   `(1/N) * sum_i w_i xi_i l_i`).
 - gradient dropout: every step, each entry of each trainable variable's
-  gradient is kept when `u > p` with `u ~ U[0, 1)` and set to zero otherwise;
-  no `1/(1-p)` rescaling unless asked for.
+  gradient is kept with probability `1 - p` and set to zero otherwise; no
+  `1/(1-p)` rescaling unless asked for. `drop_gradients` (what the optimizer
+  wrapper uses) draws one random byte per entry, four per 32-bit Philox word,
+  and keeps the entry when `byte >= round(256 p)`: `p` is quantised to a
+  multiple of 1/256 (`quantize_rate`), within 1/512 of the `p` asked for.
+  `gradient_keep_mask` is the float32 reference `u > p`, `u ~ U[0, 1)`.
 """
 
 import math
 import numbers
+import warnings
 
 import keras
 from keras import ops
+
+from keras_wtrain import rng
+from keras_wtrain.validation import is_real
 
 __all__ = [
     "Constant",
@@ -36,13 +47,13 @@ __all__ = [
     "gradient_keep_mask",
     "loss_noise_factors",
     "noisy_sample_weight",
+    "quantize_rate",
 ]
 
 _PAPER = "2404.03992"
 
-
-def _is_real(value):
-    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+RATE_LEVELS = 256
+"""Gradient-dropout rates are multiples of `1 / RATE_LEVELS` (one random byte per gradient entry)."""
 
 
 @keras.saving.register_keras_serializable(package="keras_wtrain")
@@ -66,7 +77,7 @@ class Constant:
     """
 
     def __init__(self, value):
-        if not _is_real(value):
+        if not is_real(value):
             raise TypeError(f"Constant: argument `value` must be a real number; received {value!r}.")
         if not math.isfinite(value):
             raise ValueError(f"Constant: argument `value` must be finite; received {value!r}.")
@@ -96,7 +107,8 @@ class LinearDecay:
     """Linear decay from `initial` to `final` over `decay_steps` steps, then constant.
 
     `value(step) = final + (initial - final) * max(0, 1 - step / decay_steps)`.
-    The step is the number of training batches the model has trained on
+    For gradient dropout the step is the optimizer's `iterations`; for loss
+    noise the model's count of training batches
     (`keras_wtrain.training.Model.randomness_step`).
 
     Args:
@@ -121,7 +133,7 @@ class LinearDecay:
 
     def __init__(self, initial, final=0.0, decay_steps=1000):
         for name, value in (("initial", initial), ("final", final)):
-            if not _is_real(value):
+            if not is_real(value):
                 raise TypeError(f"LinearDecay: argument `{name}` must be a real number; received {value!r}.")
             if not math.isfinite(value):
                 raise ValueError(f"LinearDecay: argument `{name}` must be finite; received {value!r}.")
@@ -132,7 +144,7 @@ class LinearDecay:
         self.decay_steps = int(decay_steps)
 
     def __call__(self, step):
-        if _is_real(step):
+        if is_real(step):
             fraction = max(0.0, 1.0 - float(step) / self.decay_steps)
             return self.final + (self.initial - self.final) * fraction
         step = ops.cast(step, "float32")
@@ -157,7 +169,7 @@ class LinearDecay:
 
 def _as_schedule(owner, name, value, low, high, high_inclusive, allowed):
     """Validates `value` (a number or a schedule) and returns a schedule."""
-    if _is_real(value):
+    if is_real(value):
         if not math.isfinite(value):
             raise ValueError(f"{owner}: argument `{name}` must be in {allowed}; received {value!r}.")
         value = Constant(value)
@@ -270,22 +282,32 @@ class GradientDropout:
     """Element-wise gradient dropout (Altarabichi et al., arXiv:2404.03992).
 
     Every training step, each entry of each trainable variable's gradient is
-    multiplied by `m = (u > p)`, `u ~ U[0, 1)` drawn fresh, before the
-    optimizer sees it. The authors' code does not rescale the kept entries;
-    `rescale=True` divides them by `1 - p` so the expected gradient is
-    unchanged. With momentum or Adam a dropped entry still moves on its
+    multiplied by a fresh keep mask `m` (1 with probability `1 - p`, else 0)
+    before the optimizer sees it. The authors' code does not rescale the kept
+    entries; `rescale=True` divides them by `1 - p` so the expected gradient
+    is unchanged. With momentum or Adam a dropped entry still moves on its
     optimizer state; only plain SGD leaves it unchanged for that step.
+    `keras_wtrain.optimizers.GradientDropoutOptimizer` applies it.
+
+    The mask is drawn with 8-bit resolution (one random byte per entry, see
+    `drop_gradients`), so `p` is rounded to the nearest multiple of 1/256
+    (`quantize_rate`): the keep probability is within 1/512 of `1 - p`. A
+    constant `p` in (0, 1/512) would round to 0 and is refused; a schedule
+    whose end points are in that range draws a warning (values below 1/512
+    along a schedule act as 0).
 
     Args:
-        rate: `p`, in [0, 1), or a schedule (`Constant`, `LinearDecay` or any
-            callable `step -> p`). Default 0.1, in the middle of the rates
-            (0.04-0.19) common in the study's best CNN configurations.
+        rate: `p`, in [0, 1) (0 or at least 1/512), or a schedule (`Constant`,
+            `LinearDecay`, a `keras.optimizers.schedules.LearningRateSchedule`
+            or any callable `step -> p`; `step` is the optimizer's
+            `iterations`). Default 0.1, in the middle of the rates (0.04-0.19)
+            common in the study's best CNN configurations.
         rescale: divide kept entries by `1 - p` (default False, as the authors).
 
     Raises:
         TypeError: if `rate` is neither a number nor callable, or `rescale` is
             not a bool.
-        ValueError: if `rate` is outside [0, 1).
+        ValueError: if `rate` is outside [0, 1), or a constant in (0, 1/512).
 
     Example:
 
@@ -303,6 +325,7 @@ class GradientDropout:
         if not isinstance(rescale, bool):
             raise TypeError(f"GradientDropout: argument `rescale` must be a bool; received {rescale!r}.")
         self.rate = _as_schedule("GradientDropout", "rate", rate, 0.0, 1.0, False, "[0, 1)")
+        _check_resolution(self.rate)
         self.rescale = rescale
 
     @property
@@ -321,34 +344,51 @@ class GradientDropout:
         return f"GradientDropout(rate={self.rate!r}, rescale={self.rescale})"
 
 
-def _tf_seed(seed):
-    import tensorflow as tf
+def _check_resolution(schedule):
+    """Refuses a constant rate that 8-bit masks would round to 0; warns for such schedule end points."""
+    smallest = 1.0 / (2 * RATE_LEVELS)
 
-    if isinstance(seed, keras.random.SeedGenerator):
-        seed = seed.next()
-    elif isinstance(seed, int):
-        seed = [seed, 0]
-    seed = tf.convert_to_tensor(seed)
-    if seed.dtype != tf.int32:
-        seed = tf.cast(tf.math.floormod(tf.cast(seed, tf.int64), tf.int32.max - 1), tf.int32)
-    return seed
+    def too_small(value):
+        return 0.0 < value < smallest
+
+    message = (
+        "argument `rate` must be 0 or at least 1/512 = 0.001953125: gradient-dropout masks are drawn with 8-bit "
+        "resolution, so p is rounded to a multiple of 1/256 and a smaller p would drop nothing; received {}."
+    )
+    if isinstance(schedule, Constant):
+        if too_small(schedule.value):
+            raise ValueError("GradientDropout: " + message.format(repr(schedule.value)))
+        return
+    if isinstance(schedule, LinearDecay):
+        ends = (schedule.initial, schedule.final)
+    else:
+        try:
+            ends = (float(schedule(0)),)
+        except Exception:  # noqa: BLE001 (a schedule that only takes tensors is not checked)
+            ends = ()
+    if any(too_small(value) for value in ends):
+        warnings.warn(
+            f"GradientDropout: the schedule {schedule!r} reaches rates in (0, 1/512), which round to 0 "
+            "(masks have 8-bit resolution): no gradient entry is dropped there.",
+            stacklevel=3,
+        )
 
 
-def _standard(kind, shape, seed):
-    """Standard normal or U[0, 1) float32 draws.
+class _FixedSeed(keras.random.SeedGenerator):
+    """A seed tensor dressed as a seed generator (every draw uses that seed); no state variable."""
 
-    On TensorFlow this calls `tf.random.stateless_*` with `alg="philox"`: the
-    default algorithm Keras uses compiles, under `jit_compile=True` on CPU, to
-    code 25-50x slower (140-225 ms vs 3-9 ms for 400k numbers, TF 2.21). Other
-    backends use `keras.random`. The seed is drawn from `seed` the same way.
-    """
-    if keras.backend.backend() == "tensorflow" and seed is not None:
-        import tensorflow as tf
+    def __init__(self, seed):  # deliberately no super().__init__: no state variable
+        self.seed = seed
 
-        fn = tf.random.stateless_normal if kind == "normal" else tf.random.stateless_uniform
-        return fn(shape, seed=_tf_seed(seed), dtype=tf.float32, alg="philox")
-    fn = keras.random.normal if kind == "normal" else keras.random.uniform
-    return fn(shape, seed=seed, dtype="float32")
+    def next(self, ordered=True):
+        return self.seed
+
+
+def _as_seed(seed):
+    """None, an int, a `keras.random.SeedGenerator`, or a seed tensor (shape (2,)) for `keras_wtrain.rng`."""
+    if seed is None or isinstance(seed, (int, keras.random.SeedGenerator)):
+        return seed
+    return _FixedSeed(seed)
 
 
 def loss_noise_factors(batch_size, stddev, seed=None, dtype="float32"):
@@ -372,7 +412,7 @@ def loss_noise_factors(batch_size, stddev, seed=None, dtype="float32"):
     xi = loss_noise_factors(8, 0.3, seed=keras.random.SeedGenerator(0))
     ```
     """
-    z = _standard("normal", (batch_size,), seed)
+    z = rng.normal((batch_size,), seed=_as_seed(seed))
     return ops.cast(1.0 + ops.cast(stddev, "float32") * z, dtype)
 
 
@@ -414,7 +454,11 @@ def noisy_sample_weight(sample_weight, factors):
 
 
 def gradient_keep_mask(shape, rate, seed=None, dtype="float32"):
-    """The gradient-dropout keep mask `m = (u > rate)`, `u ~ U[0, 1)`.
+    """The float32 reference keep mask `m = (u > rate)`, `u ~ U[0, 1)` (exact `rate`, one uniform per entry).
+
+    `drop_gradients` (what training uses) draws 8-bit masks instead, four
+    entries per random 32-bit word; this function keeps the exact-`p`
+    definition for reference and analysis.
 
     Args:
         shape: shape of the gradient.
@@ -434,23 +478,70 @@ def gradient_keep_mask(shape, rate, seed=None, dtype="float32"):
     m = gradient_keep_mask((3, 4), 0.25, seed=keras.random.SeedGenerator(0))
     ```
     """
-    u = _standard("uniform", shape, seed)
+    u = rng.uniform(shape, seed=_as_seed(seed))
     return ops.cast(ops.greater(u, ops.cast(rate, "float32")), dtype)
+
+
+def quantize_rate(rate):
+    """The 8-bit drop threshold `t = round(256 * rate)`: an entry is dropped when its random byte is `< t`.
+
+    The drop probability is then `t / 256`, within 1/512 of `rate`.
+
+    Args:
+        rate: `p` in [0, 1] (a number, or a scalar tensor for scheduled rates).
+
+    Returns:
+        A Python int in [0, 256] for a number, an int32 scalar tensor otherwise.
+
+    Example:
+
+    ```python
+    from keras_wtrain.training.randomness import quantize_rate
+
+    quantize_rate(0.1)   # 26: p = 26/256 = 0.1016
+    quantize_rate(0.25)  # 64: exact
+    ```
+    """
+    if is_real(rate):
+        return int(min(max(math.floor(rate * RATE_LEVELS + 0.5), 0), RATE_LEVELS))
+    scaled = ops.floor(ops.cast(rate, "float32") * float(RATE_LEVELS) + 0.5)
+    return ops.cast(ops.clip(scaled, 0.0, float(RATE_LEVELS)), "int32")
+
+
+def _random_bytes(shape, seed):
+    """Uniform random bytes of `shape` (uint8 on TensorFlow / JAX) from `ceil(n / 4)` 32-bit Philox words."""
+    count = math.prod(shape)
+    words = rng.random_bits((max(1, -(-count // 4)),), seed=seed)
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        flat = tf.reshape(tf.bitcast(words, tf.uint8), [-1])
+    else:  # JAX, the only other supported backend (keras_wtrain.backends)
+        import jax
+
+        flat = jax.lax.bitcast_convert_type(words, "uint8").reshape(-1)
+    return ops.reshape(flat[:count], shape)
 
 
 def drop_gradients(gradients, rate, seed=None, rescale=False):
     """Applies gradient dropout to a list of gradients (None entries pass through).
 
-    Each gradient `g` becomes `g * m` (or `g * m / (1 - rate)` with `rescale`),
-    with its own fresh mask `m = (u > rate)`. Multiplication (not selection)
-    keeps non-finite values non-finite, so mixed-precision loss scaling still
-    sees overflowing steps.
+    Each gradient `g` becomes `g * m` (or `g * m / (1 - p_q)` with `rescale`),
+    with its own fresh mask `m`: a gradient of `n` entries gets one Philox
+    draw of `ceil(n / 4)` 32-bit words (`keras_wtrain.rng.random_bits`), each
+    word gives four random bytes `b`, and an entry is kept when
+    `b >= t = round(256 * rate)`. The drop probability is `p_q = t / 256`,
+    within 1/512 of `rate` (`quantize_rate`); that costs a quarter of the
+    random numbers of one float32 uniform per entry. Multiplication (not
+    selection) keeps non-finite values non-finite, so mixed-precision loss
+    scaling still sees overflowing steps.
 
     Args:
-        gradients: list of gradient tensors (or None).
+        gradients: list of gradient tensors (or None); shapes must be static.
         rate: drop probability `p` (number or scalar tensor).
-        seed: a `keras.random.SeedGenerator` (one draw per gradient), or None.
-        rescale: divide kept entries by `1 - rate`.
+        seed: a `keras.random.SeedGenerator` (advanced once per gradient), an
+            int, or None.
+        rescale: divide kept entries by `1 - p_q`.
 
     Returns:
         The list of dropped-out gradients.
@@ -466,14 +557,30 @@ def drop_gradients(gradients, rate, seed=None, rescale=False):
     dropped = drop_gradients(grads, 0.5, seed=keras.random.SeedGenerator(0))
     ```
     """
+    gradients = [None if g is None else ops.convert_to_tensor(g) for g in gradients]
+    threshold = quantize_rate(rate)
+    constant = isinstance(threshold, int)
+    if constant and threshold == 0:
+        return gradients  # nothing is ever dropped at p_q = 0 (no draw: the seed state is not advanced)
+    if constant:
+        scale = RATE_LEVELS / max(RATE_LEVELS - threshold, 1)
+    else:
+        scale = float(RATE_LEVELS) / ops.maximum(float(RATE_LEVELS) - ops.cast(threshold, "float32"), 1.0)
+    seed = rng.as_seed(_as_seed(seed))  # an int becomes a sequence: one seed per gradient
     out = []
     for g in gradients:
-        if g is None:
-            out.append(None)
+        if g is None or math.prod(g.shape) == 0:
+            out.append(g)
             continue
-        g = ops.convert_to_tensor(g)
-        mask = gradient_keep_mask(ops.shape(g), rate, seed=seed, dtype=g.dtype)
+        entries = _random_bytes(tuple(g.shape), seed)
+        if not constant:
+            keep = ops.greater_equal(ops.cast(entries, "int32"), threshold)  # thresholds go up to 256
+        elif threshold < RATE_LEVELS:
+            keep = ops.greater_equal(entries, ops.convert_to_tensor(threshold, dtype=entries.dtype))
+        else:  # t = 256: everything is dropped
+            keep = ops.zeros(g.shape, dtype="bool")
+        keep = ops.cast(keep, g.dtype)
         if rescale:
-            mask = mask / ops.cast(1.0 - ops.cast(rate, "float32"), g.dtype)
-        out.append(g * mask)
+            keep = keep * ops.cast(scale, g.dtype)
+        out.append(g * keep)
     return out

@@ -11,6 +11,7 @@ from keras_wtrain.callbacks.selection import adam_step
 from keras_wtrain.callbacks.selection import concrete_mask
 from keras_wtrain.callbacks.selection import mask_gradient
 from keras_wtrain.callbacks.selection import project_capped_simplex
+from keras_wtrain.callbacks.selection import relax_mask
 from keras_wtrain.callbacks.selection import relaxed_average
 from keras_wtrain.callbacks.selection import select_checkpoints
 from keras_wtrain.callbacks.selection import top_k_indices
@@ -84,19 +85,26 @@ def test_select_checkpoints_finds_the_best_subset_of_a_quadratic(rng):
     assert result.probabilities.sum() == pytest.approx(3.0, abs=1e-6) and len(result.history) == 60
 
 
-def test_select_checkpoints_draws_minibatches_from_all_examples():
+def test_relaxed_phase_draws_minibatches_from_all_examples():
     seen = []
 
     def loss_and_grad(w, rows):
         seen.extend(rows.tolist())
         return 0.0, np.zeros_like(w)
 
-    select_checkpoints(np.eye(4, dtype=np.float32), loss_and_grad, num_examples=10, k=2, steps=5, batch_size=4, seed=0)
+    relax_mask(np.eye(4, dtype=np.float32), loss_and_grad, num_examples=10, k=2, steps=5, batch_size=4, seed=0)
     assert len(seen) == 5 * 2 * 4 and set(seen) == set(range(10))
 
 
 def test_select_checkpoints_k_equal_t_and_bad_k():
-    result = select_checkpoints(np.ones((3, 2), np.float32), None, num_examples=1, k=3)
+    calls = []
+
+    def loss_and_grad(w, rows):
+        calls.append(rows)
+        return float(np.sum(w)), np.ones_like(w)
+
+    result = select_checkpoints(np.ones((3, 2), np.float32), loss_and_grad, num_examples=1, k=3)
     assert result.indices.tolist() == [0, 1, 2] and result.history == []
+    assert result.report["evaluations"] == 1 and len(calls) == 1  # only the window: no relaxed phase
     with pytest.raises(ValueError, match="`k`"):
         select_checkpoints(np.ones((3, 2), np.float32), None, num_examples=1, k=4)

@@ -128,16 +128,24 @@ def test_shadow_weights_fold_in_both_modes(rng):
         redraw.fold()
 
 
-def test_nested_wrappers_fold_to_one_plain_layer(rng):
+@pytest.mark.parametrize("desire_transform", ["auto", "draw"])
+def test_nested_wrappers_fold_to_plain_layers(rng, desire_transform):
     x = rng.normal(size=(2, 6, 6, 3)).astype("float32")
     wn = WeightNormalization(keras.layers.Conv2D(4, 3), data_init=False)
-    layer = ShadowWeights(wn, transform="random_translate", mode="desire", seed=1)
+    layer = ShadowWeights(wn, transform="random_translate", mode="desire", seed=1, desire_transform=desire_transform)
     model = keras.Sequential([keras.Input((6, 6, 3)), layer, keras.layers.Flatten(), keras.layers.Dense(2)])
     wn.g_weights[0].assign(rng.uniform(0.5, 2.0, size=(4,)).astype("float32"))
     layer.refresh_desire_kernel()
     assert layer.target_layer is wn.layer and layer.kernel_variables() == [wn.layer.kernel]
     folded = fold_layers(model)
-    assert [type(inner).__name__ for inner in folded.layers] == ["Conv2D", "Flatten", "Dense"]
+    if desire_transform == "auto":
+        # DOM's default fixed one-tap shift of a "valid" 3x3 convolution folds to a crop then a 2x2 convolution.
+        reduced = folded.layers[0]
+        assert [type(inner).__name__ for inner in folded.layers] == ["Sequential", "Flatten", "Dense"]
+        assert [type(inner).__name__ for inner in reduced.layers] == ["Cropping2D", "Conv2D"]
+        assert reduced.layers[1].kernel_size == (2, 2)
+    else:  # a drawn DOM kernel is a dense 3x3 kernel: one plain layer
+        assert [type(inner).__name__ for inner in folded.layers] == ["Conv2D", "Flatten", "Dense"]
     np.testing.assert_allclose(np.asarray(folded(x)), np.asarray(model(x)), atol=1e-5)
 
 

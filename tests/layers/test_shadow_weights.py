@@ -363,3 +363,278 @@ def test_shadow_cnn_reaches_95_percent_on_mnist5k(mnist5k):
     model.fit(mnist5k.x_train, mnist5k.y_train, epochs=4, batch_size=32, verbose=0)
     _, accuracy = model.evaluate(mnist5k.x_test, mnist5k.y_test, verbose=0)
     assert accuracy >= 0.95, accuracy
+
+
+# ---------------------------------------------------------------- DOM that saves compute
+
+
+def np_conv2d(x, kernel, bias, strides, dilation, padding):
+    """Keras' Conv2D (NHWC, HWIO, groups 1) by its definition, TensorFlow's documented padding written out."""
+    out_shape, lows = [], []
+    for n, k, s, d in zip(x.shape[1:3], kernel.shape[:2], strides, dilation):
+        extent = d * (k - 1) + 1
+        if padding == "valid":
+            lows.append(0)
+            out_shape.append((n - extent) // s + 1)
+        else:
+            out = -(-n // s)
+            lows.append(max((out - 1) * s + extent - n, 0) // 2)
+            out_shape.append(out)
+    y = np.zeros((x.shape[0], *out_shape, kernel.shape[-1]))
+    for i in range(kernel.shape[0]):
+        for j in range(kernel.shape[1]):
+            for oh in range(out_shape[0]):
+                for ow in range(out_shape[1]):
+                    h = oh * strides[0] + i * dilation[0] - lows[0]
+                    w = ow * strides[1] + j * dilation[1] - lows[1]
+                    if 0 <= h < x.shape[1] and 0 <= w < x.shape[2]:
+                        y[:, oh, ow] += x[:, h, w] @ kernel[i, j]
+    return y + bias
+
+
+# name: (layer factory, input shape, desire_transform)
+DOM_CASES = {
+    "same": (lambda: keras.layers.Conv2D(4, 3, padding="same"), (2, 9, 9, 3), "auto"),
+    "valid": (lambda: keras.layers.Conv2D(4, 3), (2, 9, 8, 3), "auto"),
+    "same_stride2_even": (lambda: keras.layers.Conv2D(4, 3, strides=2, padding="same"), (2, 10, 10, 3), "auto"),
+    "same_stride2_odd": (lambda: keras.layers.Conv2D(4, 3, strides=2, padding="same"), (2, 9, 11, 3), "auto"),
+    "valid_stride2": (lambda: keras.layers.Conv2D(4, 3, strides=(2, 3)), (2, 11, 10, 3), "auto"),
+    "dilated": (lambda: keras.layers.Conv2D(4, 3, dilation_rate=2, padding="same"), (2, 11, 10, 3), "auto"),
+    "k5_shift_up_left": (lambda: keras.layers.Conv2D(4, 5, padding="same"), (2, 9, 9, 2), T.FixedShift(-1)),
+    "mask_box": (
+        lambda: keras.layers.Conv2D(4, 3, padding="same", activation="relu"),
+        (2, 8, 8, 3),
+        T.FixedMask([[1, 1, 0], [1, 1, 0], [0, 0, 0]]),
+    ),
+    "mask_row": (lambda: keras.layers.Conv2D(4, 3), (2, 8, 8, 3), T.FixedMask([[0, 0, 0], [1, 0, 1], [0, 0, 0]])),
+    "groups": (lambda: keras.layers.Conv2D(4, 3, padding="same", groups=2), (2, 7, 7, 4), "auto"),
+    "conv1d_causal": (lambda: keras.layers.Conv1D(4, 3, padding="causal"), (2, 9, 3), "auto"),
+    "conv3d": (lambda: keras.layers.Conv3D(2, 3, padding="same"), (1, 5, 6, 5, 2), "auto"),
+    "depthwise2d_stride2": (
+        lambda: keras.layers.DepthwiseConv2D(3, strides=2, padding="same", depth_multiplier=2),
+        (2, 9, 10, 3),
+        "auto",
+    ),
+    "depthwise1d": (lambda: keras.layers.DepthwiseConv1D(3, padding="same"), (2, 9, 3), "auto"),
+}
+
+
+def _executed_filter_shapes(layer, shape):
+    fn = tf.function(lambda t: layer(t, training=False), autograph=False)
+    graph = fn.get_concrete_function(tf.TensorSpec(shape, tf.float32)).graph
+    return [tuple(op.inputs[1].shape) for op in graph.get_operations() if "Conv" in op.type]
+
+
+@pytest.mark.parametrize("case", sorted(DOM_CASES))
+def test_dom_runs_only_the_kept_taps_and_equals_the_full_convolution(case, rng):
+    factory, shape, desire_transform = DOM_CASES[case]
+    layer = ShadowWeights(factory(), mode="desire", seed=0, desire_transform=desire_transform)
+    layer.build(shape)
+    layer.layer.bias.assign(rng.normal(size=layer.layer.bias.shape).astype("float32"))
+    layer.refresh_desire_kernel()
+    x = rng.normal(size=shape).astype("float32")
+    dom = layer.desire_kernel.numpy()
+    y = layer(x).numpy()
+    # Against the dense convolution of the full, zero-padded DOM kernel (Keras) ...
+    dense = _plain_copy(factory, layer, shape, kernel=dom)
+    np.testing.assert_allclose(y, dense(x).numpy(), atol=1e-5)
+    # ... and against numpy, by the definition of the convolution.
+    plain = layer.layer
+    if isinstance(plain, keras.layers.Conv2D) and plain.groups == 1:
+        expected = np_conv2d(x, dom, plain.bias.numpy(), plain.strides, plain.dilation_rate, plain.padding)
+        expected = np.maximum(expected, 0) if case == "mask_box" else expected
+        np.testing.assert_allclose(y, expected, atol=1e-5)
+    # The zeroed taps are removed: the traced graph convolves with the smaller kernel only.
+    reduced = layer.desire_plan(shape)
+    spatial = len(reduced.kernel_size)
+    box = layer.desire_fixed.kept_box(dom.shape, tuple(range(spatial)))
+    assert reduced.kernel_size == tuple(b - a for a, b in box)
+    assert np.prod(reduced.kernel_size) < np.prod(dom.shape[:spatial])
+    outside = np.ones(dom.shape[:spatial], bool)
+    outside[tuple(slice(a, b) for a, b in box)] = False
+    assert not dom[outside].any()
+    if case != "groups":  # Keras runs a grouped convolution in a nested XLA function: no Conv op at top level
+        filters = _executed_filter_shapes(layer, shape)
+        assert filters and all(np.prod(f[:-2]) == np.prod(reduced.kernel_size) for f in filters), filters
+    # It folds to plain Keras layers that compute the same.
+    folded = layer.fold()
+    inner = folded.layers if isinstance(folded, keras.Sequential) else [folded]
+    assert all(type(sub).__module__.startswith("keras.") for sub in [folded, *inner])
+    assert any(tuple(getattr(sub, "kernel_size", ())) == reduced.kernel_size for sub in inner)
+    np.testing.assert_allclose(np.asarray(folded(x)), y, atol=1e-5)
+    # Counted multiply-adds: output positions x kept taps x cin x cout.
+    row = desire_sparsity(layer)[0]
+    positions = int(np.prod(y.shape[1:-1]))
+    assert row["macs_plain"] == positions * dom.size
+    assert row["macs_desire_executed"] == positions * int(np.prod(row["desire_kernel_shape"]))
+    assert row["desire_kernel_shape"][:spatial] == reduced.kernel_size
+
+
+def test_default_dom_of_a_3x3_same_conv_is_a_2x2_same_conv_with_four_ninths_of_the_macs(rng):
+    model = keras.Sequential([keras.Input((12, 12, 3)), authors_wrap(keras.layers.Conv2D(8, 3, padding="same"))])
+    set_weight_mode(model, "desire")
+    layer = model.layers[0]
+    assert isinstance(layer.desire_fixed, T.FixedShift) and layer.desire_fixed.shift == 1
+    folded = layer.fold()
+    assert type(folded) is keras.layers.Conv2D and folded.kernel_size == (2, 2) and folded.padding == "same"
+    np.testing.assert_array_equal(folded.kernel.numpy(), layer.layer.kernel.numpy()[:2, :2])  # PW's top-left block
+    [row] = desire_sparsity(model)
+    assert row["macs_plain"] == 12 * 12 * 9 * 3 * 8 and row["macs_desire_executed"] * 9 == row["macs_plain"] * 4
+    x = rng.normal(size=(2, 12, 12, 3)).astype("float32")
+    np.testing.assert_allclose(model.predict(x, verbose=0), folded(x).numpy(), atol=1e-5)
+
+
+def test_auto_desire_transform_resolution():
+    def resolved(layer, transform, shape):
+        wrapper = ShadowWeights(layer, transform=transform)
+        wrapper.build(shape)
+        return wrapper.desire_fixed
+
+    assert isinstance(resolved(keras.layers.Conv2D(2, 3), "random_translate", (1, 6, 6, 1)), T.FixedShift)
+    assert isinstance(resolved(keras.layers.Conv2D(2, 3), authors_wrap(keras.layers.Conv2D(2, 3)).transform,
+                               (1, 6, 6, 1)), T.FixedShift)  # fmt: skip
+    assert resolved(keras.layers.Conv2D(2, 3), "dropconnect", (1, 6, 6, 1)) is None  # a weight-space draw
+    assert resolved(keras.layers.Dense(2), "dropconnect", (1, 4)) is None
+    one_by_three = ShadowWeights(keras.layers.Conv2D(2, (1, 3), padding="same"), mode="desire")
+    one_by_three.build((1, 5, 5, 2))
+    assert one_by_three.desire_plan((1, 5, 5, 2)).kernel_size == (1, 2)  # the size-1 axis is not shifted
+    transposed = ShadowWeights(keras.layers.Conv2DTranspose(2, 3), mode="desire")
+    transposed.build((1, 5, 5, 2))
+    assert isinstance(transposed.desire_fixed, T.FixedShift) and transposed.desire_plan((1, 5, 5, 2)) is None
+
+
+def test_unknown_spatial_size(rng):
+    # Stride 1: the reduced padding does not depend on the size. Stride 2: the full DOM kernel runs.
+    for strides, reduced in ((1, True), (2, False)):
+        conv = keras.layers.Conv2D(3, 3, strides=strides, padding="same")
+        model = keras.Sequential([keras.Input((None, None, 2)), ShadowWeights(conv, mode="desire", seed=0)])
+        layer = model.layers[0]
+        assert (layer.desire_plan((None, None, None, 2)) is not None) is reduced
+        for size in (7, 8):
+            x = rng.normal(size=(1, size, size + 1, 2)).astype("float32")
+            dense = keras.layers.Conv2D(3, 3, strides=strides, padding="same")
+            dense.build(x.shape)
+            dense.set_weights([layer.desire_kernel.numpy(), conv.bias.numpy()])
+            np.testing.assert_allclose(model(x).numpy(), dense(x).numpy(), atol=1e-5)
+
+
+def test_dom_of_weight_normalization_runs_reduced_and_folds(rng):
+    wn = WeightNormalization(keras.layers.Conv2D(4, 3, padding="same"), data_init=False)
+    layer = ShadowWeights(wn, mode="desire", seed=0)
+    shape = (2, 6, 6, 3)
+    layer.build(shape)
+    wn.g_weights[0].assign(rng.uniform(0.5, 2.0, size=(4,)).astype("float32"))
+    layer.refresh_desire_kernel()
+    x = rng.normal(size=shape).astype("float32")
+    v = wn.layer.kernel.numpy()
+    w = wn.g_weights[0].numpy() * v / np.sqrt(np.sum(v**2, axis=(0, 1, 2), keepdims=True))
+    dense = keras.layers.Conv2D(4, 3, padding="same")
+    dense.build(shape)
+    dense.set_weights([np_shift(w, (1, 1), (0, 1)), wn.layer.bias.numpy()])
+    np.testing.assert_allclose(layer(x).numpy(), dense(x).numpy(), atol=1e-5)
+    folded = layer.fold()
+    assert type(folded) is keras.layers.Conv2D and folded.kernel_size == (2, 2)
+    np.testing.assert_allclose(folded(x).numpy(), dense(x).numpy(), atol=1e-5)
+
+
+def test_folded_dom_model_round_trips_through_keras_file_without_keras_wtrain(tmp_path, rng):
+    import subprocess
+    import sys
+
+    from keras_wtrain.layers import fold_layers
+
+    inputs = keras.Input((12, 12, 1))
+    h = ShadowWeights(keras.layers.Conv2D(4, 3, padding="same", activation="relu"), seed=0)(inputs)
+    h = ShadowWeights(keras.layers.Conv2D(6, 3, strides=2, padding="same", use_bias=False), seed=1)(h)
+    h = keras.layers.BatchNormalization()(h)
+    h = ShadowWeights(keras.layers.Conv2D(6, 3), seed=2)(h)
+    outputs = keras.layers.Dense(3)(keras.layers.Flatten()(h))
+    model = keras.Model(inputs, outputs)
+    x = rng.normal(size=(4, 12, 12, 1)).astype("float32")
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(x, np.arange(4) % 3, epochs=1, verbose=0)  # BatchNorm's moving statistics move
+    set_weight_mode(model, "desire")
+    expected = model.predict(x, verbose=0)
+    folded = fold_layers(model)
+    assert not any(isinstance(layer, ShadowWeights) for layer in folded._flatten_layers())
+    np.testing.assert_allclose(folded(x).numpy(), expected, atol=1e-5)
+    path = os.path.join(tmp_path, "folded.keras")
+    folded.save(path)
+    x_path, y_path = os.path.join(tmp_path, "x.npy"), os.path.join(tmp_path, "y.npy")
+    np.save(x_path, x)
+    script = (
+        "import sys, numpy as np, keras\n"
+        f"model = keras.saving.load_model({path!r})\n"
+        f"np.save({y_path!r}, np.asarray(model(np.load({x_path!r}))))\n"
+        "assert not any(name.startswith('keras_wtrain') for name in sys.modules)\n"
+        "print(sorted({type(l).__name__ for l in model._flatten_layers()}))\n"
+    )
+    env = {**os.environ, "KERAS_BACKEND": "tensorflow", "TF_CPP_MIN_LOG_LEVEL": "3"}
+    result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "ShadowWeights" not in result.stdout and "Conv2D" in result.stdout
+    np.testing.assert_allclose(np.load(y_path), expected, atol=1e-5)
+
+
+def test_desire_transform_bad_input():
+    for bad in ("random_translate", T.RandomTranslate(0.3), "dropconnect", lambda kernel, seed: kernel, "warp", 3):
+        with pytest.raises(
+            ValueError, match=r"ShadowWeights: argument `desire_transform` must be a fixed shift or mask"
+        ):
+            ShadowWeights(keras.layers.Conv2D(2, 3), desire_transform=bad)
+    with pytest.raises(ValueError, match=r"argument `desire_transform`: FixedShift: .*\|shift\| < kernel size"):
+        ShadowWeights(keras.layers.Conv2D(2, 3), desire_transform=T.FixedShift(3)).build((None, 6, 6, 1))
+    with pytest.raises(ValueError, match="argument `desire_transform`.*no spatial axes"):
+        ShadowWeights(keras.layers.Dense(2), "dropconnect", desire_transform="fixed_shift").build((None, 4))
+    with pytest.raises(ValueError, match="argument `desire_transform`: FixedMask"):
+        ShadowWeights(keras.layers.Conv2D(2, 3), desire_transform=T.FixedMask([[1, 0], [0, 1]])).build((None, 6, 6, 1))
+
+
+def test_config_keys_and_legacy_configs_without_them():
+    layer = ShadowWeights(keras.layers.Conv2D(2, 3), desire_transform=T.FixedShift((1, -1)), probability=0.25)
+    config = layer.get_config()
+    clone = ShadowWeights.from_config(config)
+    assert clone.probability == 0.25 and isinstance(clone.desire_transform, T.FixedShift)
+    assert clone.desire_transform.shift == (1, -1)
+    assert ShadowWeights.from_config(ShadowWeights(keras.layers.Conv2D(2, 3)).get_config()).desire_transform == "auto"
+    legacy = {k: v for k, v in config.items() if k not in ("desire_transform", "probability")}
+    old = ShadowWeights.from_config(legacy)  # a config written before these keys existed
+    assert old.desire_transform == "draw" and old.probability == 1.0
+
+
+def test_probability_of_augmented_steps(rng):
+    x = rng.normal(size=(3, 4)).astype("float32")
+
+    def plain_rate(probability, calls=200):
+        layer = ShadowWeights(keras.layers.Dense(2), T.MultiplicativeNoise(0.5), seed=3, probability=probability)
+        layer.build(x.shape)
+        plain = layer(x).numpy()
+        return np.mean([np.array_equal(layer(x, training=True).numpy(), plain) for _ in range(calls)])
+
+    assert plain_rate(0.0, 20) == 1.0  # never augmented: the plain layer, bit for bit
+    assert plain_rate(1.0, 20) == 0.0
+    assert 0.62 <= plain_rate(0.25) <= 0.88  # 200 Bernoulli(0.75) calls
+    with pytest.raises(ValueError, match=r"ShadowWeights: argument `probability` must be in \[0, 1\]"):
+        ShadowWeights(keras.layers.Dense(2), probability=1.5)
+    with pytest.raises(TypeError, match="`probability`"):
+        ShadowWeights(keras.layers.Dense(2), probability="half")
+
+
+def test_probability_gradient_reaches_plain_weights_on_both_branches(rng):
+    x = rng.normal(size=(3, 4)).astype("float32")
+    layer = ShadowWeights(keras.layers.Dense(2, use_bias=False), T.MultiplicativeNoise(0.5), seed=0, probability=0.5)
+    layer.build(x.shape)
+    pw = layer.layer.kernel.numpy()
+    seen = set()
+    for _ in range(12):
+        with tf.GradientTape() as tape:
+            y = layer(x, training=True)
+            loss = tf.reduce_sum(y)
+        grad = tape.gradient(loss, layer.layer.kernel).numpy()
+        plain_step = np.allclose(y.numpy(), x @ pw, atol=1e-6)
+        seen.add(plain_step)
+        if plain_step:
+            np.testing.assert_allclose(grad, np.repeat(x.sum(0)[:, None], 2, 1), rtol=1e-5)
+        else:
+            assert not np.allclose(grad, np.repeat(x.sum(0)[:, None], 2, 1))  # through T: scaled by the noise
+    assert seen == {True, False}

@@ -237,3 +237,159 @@ def test_bad_arguments_raise_clear_errors():
         T.RandomRotate90()(np.ones((3, 5, 2, 2), "float32"), seed=0)
     with pytest.raises(TypeError, match="`seed`"):
         T.RandomTranslate()(np.ones((3, 3, 1, 1), "float32"), seed="zero")
+
+
+# ---------------------------------------------------------------- fixed transforms and the reduced convolution
+
+
+@pytest.mark.parametrize("shift", [1, -1, (1, 0), (0, -2), (2, 1)])
+def test_fixed_shift_matches_numpy_and_its_kept_box(shift, rng):
+    kernel = rng.normal(size=(3, 5, 2, 4)).astype("float32")
+    transform = T.FixedShift(shift)
+    shifts = transform.shifts(kernel.shape)
+    expected = np_shift(kernel, shifts, (0, 1))
+    np.testing.assert_array_equal(np.asarray(transform(kernel, seed=0)), expected)
+    np.testing.assert_array_equal(np.asarray(transform(kernel, seed=9)), expected)  # no draw: seed-free
+    box = transform.kept_box(kernel.shape)
+    outside = np.ones((3, 5), bool)
+    outside[box[0][0] : box[0][1], box[1][0] : box[1][1]] = False
+    assert not expected[outside].any()  # every tap outside the box is zero
+    np.testing.assert_array_equal(  # the box holds the kernel's first |s| taps moved by s
+        expected[box[0][0] : box[0][1], box[1][0] : box[1][1]],
+        kernel[max(-shifts[0], 0) : 3 - max(shifts[0], 0), max(-shifts[1], 0) : 5 - max(shifts[1], 0)],
+    )
+
+
+def test_fixed_shift_default_is_one_tap_down_right_and_skips_size_one_axes():
+    kernel = np.arange(9, dtype="float32").reshape(3, 3, 1, 1)
+    out = np.asarray(T.get("fixed_shift")(kernel))[..., 0, 0]
+    np.testing.assert_array_equal(out, [[0, 0, 0], [0, 0, 1], [0, 3, 4]])
+    assert T.FixedShift().kept_box((3, 3, 1, 1)) == ((1, 3), (1, 3))
+    assert T.FixedShift(1).shifts((1, 3, 2, 2)) == (0, 1)  # a 1x3 kernel shifts along its width only
+    assert T.FixedShift(1).kept_box((5, 2, 2)) == ((1, 5),)
+
+
+def test_fixed_mask_matches_numpy_and_box(rng):
+    mask = np.array([[0, 1, 1], [0, 1, 0], [0, 0, 0]])
+    kernel = rng.normal(size=(3, 3, 2, 4)).astype("float32")
+    out = np.asarray(T.FixedMask(mask)(kernel))
+    np.testing.assert_array_equal(out, kernel * mask[:, :, None, None])
+    assert T.FixedMask(mask).kept_box(kernel.shape) == ((0, 2), (1, 3))
+
+
+@pytest.mark.parametrize("transform", [T.FixedShift(1), T.FixedShift((1, -1)), T.FixedMask([[1, 0, 0]] * 3)])
+def test_fixed_transform_serialisation_round_trip(transform, rng):
+    restored = T.get(keras.saving.serialize_keras_object(transform))
+    assert type(restored) is type(transform) and restored.get_config() == transform.get_config()
+    kernel = rng.normal(size=(3, 3, 2, 4)).astype("float32")
+    np.testing.assert_array_equal(restored(kernel), transform(kernel))
+
+
+def test_fixed_transform_bad_arguments():
+    with pytest.raises(TypeError, match="FixedShift: argument `shift`"):
+        T.FixedShift(0.5)
+    with pytest.raises(ValueError, match=r"argument `shift` must satisfy \|shift\| < kernel size"):
+        T.FixedShift(3)(np.ones((3, 3, 1, 1), "float32"))
+    with pytest.raises(ValueError, match="one shift per spatial axis"):
+        T.FixedShift((1, 1, 1))(np.ones((3, 3, 1, 1), "float32"))
+    with pytest.raises(ValueError, match="no spatial axes"):
+        T.FixedShift()(np.ones((4, 3), "float32"))
+    with pytest.raises(ValueError, match="FixedMask: argument `mask` must be an array of 0/1"):
+        T.FixedMask([[0.5, 1.0]])
+    with pytest.raises(ValueError, match="at least one 1"):
+        T.FixedMask([[0, 0], [0, 0]])
+    with pytest.raises(ValueError, match="FixedMask: argument `mask` must have the kernel's spatial shape"):
+        T.FixedMask([[1, 1], [1, 1]])(np.ones((3, 3, 1, 1), "float32"))
+
+
+def np_conv1d(x, kernel, stride, dilation, low, out):
+    """y[o] = sum_i x[o*stride + i*dilation - low] kernel[i], x zero outside [0, n): the convolution's definition."""
+    n, k = len(x), len(kernel)
+    y = np.zeros(out)
+    for o in range(out):
+        for i in range(k):
+            j = o * stride + i * dilation - low
+            if 0 <= j < n:
+                y[o] += x[j] * kernel[i]
+    return y
+
+
+def tf_padding(n, k, stride, dilation, padding):
+    """Low padding and output size as TensorFlow documents them (`tf.nn.convolution`), written out here."""
+    extent = dilation * (k - 1) + 1
+    if padding == "valid":
+        return 0, (n - extent) // stride + 1
+    if padding == "causal":
+        return extent - 1, (n - 1) // stride + 1
+    out = -(-n // stride)
+    return max((out - 1) * stride + extent - n, 0) // 2, out
+
+
+def test_np_conv1d_reference_agrees_with_keras(rng):
+    for n, k, stride, dilation, padding in [
+        (9, 3, 2, 1, "same"),
+        (10, 3, 2, 1, "same"),
+        (11, 4, 3, 1, "valid"),
+        (11, 3, 1, 2, "valid"),
+        (8, 3, 1, 2, "causal"),
+        (7, 2, 1, 1, "same"),
+    ]:
+        x = rng.normal(size=n)
+        kernel = rng.normal(size=k)
+        conv = keras.layers.Conv1D(1, k, strides=stride, dilation_rate=dilation, padding=padding, use_bias=False)
+        conv.build((1, n, 1))
+        conv.kernel.assign(kernel.reshape(k, 1, 1).astype("float32"))
+        low, out = tf_padding(n, k, stride, dilation, padding)
+        expected = np_conv1d(x, kernel, stride, dilation, low, out)
+        got = np.asarray(conv(x.reshape(1, n, 1).astype("float32")))[0, :, 0]
+        np.testing.assert_allclose(got, expected, atol=1e-5)
+
+
+def test_reduced_padding_equals_full_convolution_for_every_box():
+    from keras_wtrain.layers.transforms.reduced_convolution import full_padding
+    from keras_wtrain.layers.transforms.reduced_convolution import reduced_padding
+
+    rng = np.random.default_rng(0)
+    checked = 0
+    for n in range(4, 13):
+        for k in range(1, 6):
+            for stride in (1, 2, 3):
+                for dilation in (1, 2):
+                    for padding in ("valid", "same", "causal"):
+                        low_full, out = tf_padding(n, k, stride, dilation, padding)
+                        if out < 1:
+                            continue
+                        assert full_padding(n, k, stride, dilation, padding) == (low_full, out)
+                        for start in range(k):
+                            for stop in range(start + 1, k + 1):
+                                kernel = np.zeros(k)
+                                kernel[start:stop] = rng.normal(size=stop - start)
+                                x = rng.normal(size=n)
+                                expected = np_conv1d(x, kernel, stride, dilation, low_full, out)
+                                low, high, out_reduced = reduced_padding(n, k, (start, stop), stride, dilation, padding)
+                                assert out_reduced == out
+                                padded = np.concatenate([np.zeros(max(low, 0)), x, np.zeros(max(high, 0))])
+                                padded = padded[max(-low, 0) : len(padded) - max(-high, 0)]
+                                m = stop - start
+                                valid_out = (len(padded) - dilation * (m - 1) - 1) // stride + 1
+                                assert valid_out == out  # the "valid" convolution gives exactly n_out outputs
+                                got = np_conv1d(padded, kernel[start:stop], stride, dilation, 0, valid_out)
+                                np.testing.assert_allclose(got, expected, atol=1e-12)
+                                if stride == 1:  # the padding does not depend on the size
+                                    assert reduced_padding(None, k, (start, stop), 1, dilation, padding)[:2] == (
+                                        low,
+                                        high,
+                                    )
+                                checked += 1
+    assert checked > 3000
+
+
+def test_reduced_padding_bad_arguments():
+    from keras_wtrain.layers.transforms.reduced_convolution import reduced_padding
+
+    with pytest.raises(ValueError, match="argument `box`"):
+        reduced_padding(8, 3, (2, 2))
+    with pytest.raises(ValueError, match="argument `padding`"):
+        reduced_padding(8, 3, (1, 3), padding="full")
+    with pytest.raises(ValueError, match="needs a known input size"):
+        reduced_padding(None, 3, (1, 3), stride=2)

@@ -1,4 +1,4 @@
-"""keras_wtrain.training on JAX: backend-free maths, the stateless train_step, DataParallel on 2 host devices.
+"""keras_wtrain.training on JAX: backend-free maths, Keras' stateless train step, DataParallel on 2 host devices.
 
 Run with: KERAS_BACKEND=jax python -m pytest -m jax tests/training/test_model_jax.py
 """
@@ -163,3 +163,80 @@ def test_keras_format_round_trip(tmp_path):
     loaded = keras.saving.load_model(tmp_path / "m.keras")
     assert loaded.gradient_dropout.rescale and loaded.loss_noise.stddev.value == 0.3
     np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0), rtol=1e-5, atol=1e-6)
+
+
+# ---------------------------------------------------------------------- GradientDropoutOptimizer (stateless apply)
+
+
+def test_gradient_dropout_optimizer_stateless_apply_threads_its_seed_state():
+    from keras_wtrain import rng
+    from keras_wtrain.optimizers import GradientDropoutOptimizer
+
+    shape = (64, 33)
+    variable = keras.Variable(np.ones(shape, "float32"))
+    optimizer = GradientDropoutOptimizer(keras.optimizers.SGD(1.0), 0.25, seed=7)
+    optimizer.build([variable])
+    values = [v.value for v in optimizer.variables]
+    state = np.array(optimizer.seed_generator.state)
+    (new_variable,), new_values = optimizer.stateless_apply(values, [np.ones(shape, "float32")], [variable.value])
+    # Stateless: nothing assigned; the new seed state and iterations come back with the other optimizer variables.
+    np.testing.assert_array_equal(np.array(variable), 1.0)
+    np.testing.assert_array_equal(np.array(optimizer.seed_generator.state), state)
+    index = {id(v): i for i, v in enumerate(optimizer.variables)}
+    assert not np.array_equal(np.array(new_values[index[id(optimizer.seed_generator.state)]]), state)
+    assert int(new_values[index[id(optimizer.inner_optimizer.iterations)]]) == 1
+    # The mask is the bytes of the Philox words at the seed state, compared with round(256 p) = 64.
+    reference = keras.random.SeedGenerator(0)
+    reference.state.assign(state)
+    n = shape[0] * shape[1]
+    words = np.asarray(keras.ops.convert_to_numpy(rng.random_bits((-(-n // 4),), seed=reference)), dtype="<u4")
+    kept = words.view(np.uint8)[:n].reshape(shape) >= 64
+    np.testing.assert_array_equal(np.array(new_variable), np.where(kept, 0.0, 1.0))
+
+
+def test_gradient_dropout_optimizer_fit_schedule_and_round_trip(tmp_path):
+    from keras_wtrain.optimizers import GradientDropoutOptimizer
+
+    n = 256
+    x, y, w0 = _one_hot_problem(n)
+    layer = keras.layers.Dense(1, use_bias=False)
+    model = keras.Sequential([keras.Input((n,)), layer])
+    layer.kernel.assign(w0)
+    optimizer = GradientDropoutOptimizer(keras.optimizers.SGD(0.1), LinearDecay(0.0, 0.5, decay_steps=1), seed=2)
+    model.compile(optimizer, "mse", jit_compile=True)
+    model.fit(x, y, batch_size=n, epochs=1, shuffle=False, verbose=0)
+    first = np.array(layer.kernel)
+    assert np.all(first != w0)  # rate 0 at iteration 0
+    model.fit(x, y, batch_size=n, epochs=1, shuffle=False, verbose=0)
+    assert 0.4 < np.mean(np.array(layer.kernel) == first) < 0.6  # iterations threaded through the stateless step
+    model.save(tmp_path / "m.keras")
+    loaded = keras.saving.load_model(tmp_path / "m.keras")
+    assert isinstance(loaded.optimizer, GradientDropoutOptimizer) and int(loaded.optimizer.iterations) == 2
+    for a, b in zip(loaded.optimizer.variables, model.optimizer.variables):
+        np.testing.assert_array_equal(np.array(a), np.array(b))
+
+
+def test_gradient_dropout_optimizer_rate_zero_is_plain_keras_and_mixed_precision():
+    from keras_wtrain.optimizers import GradientDropoutOptimizer
+
+    x, y = _data(96)
+    keras.utils.set_random_seed(0)
+    base = keras.Sequential([keras.Input((12,)), keras.layers.Dense(16, activation="relu"), keras.layers.Dense(3)])
+    start = _weights(base)
+    plain = keras.models.clone_model(base)
+    plain.set_weights(start)
+    plain.compile(keras.optimizers.Adam(1e-2), SCCE, jit_compile=True)
+    plain.fit(x, y, batch_size=16, epochs=2, shuffle=False, verbose=0)
+    base.compile(GradientDropoutOptimizer(keras.optimizers.Adam(1e-2), 0.0), SCCE, jit_compile=True)
+    base.fit(x, y, batch_size=16, epochs=2, shuffle=False, verbose=0)
+    for a, b in zip(_weights(plain), _weights(base)):
+        np.testing.assert_array_equal(a, b)
+
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    inputs = keras.Input((12,))
+    outputs = keras.layers.Activation("linear", dtype="float32")(keras.layers.Dense(3)(keras.layers.Dense(16)(inputs)))
+    model = keras.Model(inputs, outputs)
+    model.compile(GradientDropoutOptimizer(keras.optimizers.SGD(0.05), 0.2, seed=0), SCCE, jit_compile=True)
+    assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
+    history = model.fit(x, y, batch_size=16, epochs=3, verbose=0)
+    assert np.all(np.isfinite(history.history["loss"])) and history.history["loss"][-1] < history.history["loss"][0]

@@ -2,13 +2,19 @@
 
 import json
 import os
+import warnings
 
 import keras
 import keras_tuner
 import numpy as np
 import pytest
 
+from keras_wtrain.tuning.pso import DEFAULT_COGNITIVE
+from keras_wtrain.tuning.pso import DEFAULT_INERTIA
+from keras_wtrain.tuning.pso import DEFAULT_MAX_VELOCITY
+from keras_wtrain.tuning.pso import DEFAULT_SOCIAL
 from keras_wtrain.tuning.pso import PSO
+from keras_wtrain.tuning.pso import PSOOracle
 
 CENTRE = np.array([1.5, -2.0, 0.7])
 
@@ -54,6 +60,8 @@ def _best_score(tuner):
         ({"max_velocity": 1.5}, ValueError, "max_velocity"),
         ({"patience": 0}, ValueError, "patience"),
         ({"max_trials": 0}, ValueError, "max_trials"),
+        ({"max_trials": 30.0}, TypeError, "max_trials"),
+        ({"max_velocity": "fast"}, TypeError, "max_velocity"),
         ({"seed": -1}, ValueError, "seed"),
     ],
 )
@@ -112,6 +120,94 @@ def test_swarm_state_follows_the_update_rule(tmp_path):
     best_values = tuner.get_best_hyperparameters()[0].values
     for name, prob in swarm["global_best_position"].items():
         assert best_values[name] == pytest.approx(-5.0 + 10.0 * prob)
+
+
+def _replay_swarm(tuner):
+    """Replays the PSO rule from the trial history alone; returns (recorded, expected) positions per trial.
+
+    Initial placements and velocities are redrawn from the documented generator
+    `default_rng([seed, n])`; later moves recompute `v <- w v + c1 r1 (p - x) + c2 r2 (g - x)`,
+    the clamp and the boundary rule, with `p` and `g` taken from the scores of the trials before.
+    """
+    oracle = tuner.oracle
+    size, names = oracle.swarm_size, [hp.name for hp in oracle.hyperparameters.space]
+    order = sorted(oracle._trial_particles, key=int)
+    recorded = [np.array([oracle._trial_particles[t]["position"][n] for n in names]) for t in order]
+    scores = [oracle.trials[t].score for t in order]
+    expected, velocities = [], []
+    for n, trial_id in enumerate(order):
+        assert oracle._trial_particles[trial_id]["particle"] == n % size
+        rng = np.random.default_rng([oracle.seed, n])
+        if n < size:  # random placement: position then velocity, per coordinate
+            vmax = oracle.max_velocity
+            draws = np.array([(rng.uniform(0.0, 1.0), rng.uniform(-vmax, vmax)) for _ in names])
+            expected.append(draws[:, 0])
+            velocities.append(draws[:, 1])
+            continue
+        x, v = recorded[n - size], velocities[n - size]
+        own = range(n % size, n, size)
+        p = recorded[min(own, key=lambda m: (scores[m], m))]
+        g = recorded[min(range(n), key=lambda m: (scores[m], m))]
+        new_x, new_v = np.empty_like(x), np.empty_like(v)
+        for i in range(len(names)):
+            r1, r2 = rng.uniform(0.0, 1.0, size=2)
+            vi = DEFAULT_INERTIA * v[i] + DEFAULT_COGNITIVE * r1 * (p[i] - x[i]) + DEFAULT_SOCIAL * r2 * (g[i] - x[i])
+            vi = min(max(vi, -oracle.max_velocity), oracle.max_velocity)
+            xi = x[i] + vi
+            if not 0.0 <= xi <= 1.0:
+                xi, vi = min(max(xi, 0.0), 1.0), 0.0
+            new_x[i], new_v[i] = xi, vi
+        expected.append(new_x)
+        velocities.append(new_v)
+    return recorded, expected
+
+
+def test_defaults_run_a_swarm_whose_moves_follow_the_update_rule(tmp_path):
+    """With every budget argument left at its default, particles really move, by the PSO rule."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)  # the default budget must not warn
+        tuner = SpherePSO(seed=5, hyperparameters=_space(), directory=str(tmp_path))
+    oracle = tuner.oracle
+    assert (oracle.max_trials, oracle.swarm_size) == (30, 5)
+    assert (oracle.inertia, oracle.cognitive, oracle.social, oracle.max_velocity) == (
+        DEFAULT_INERTIA,
+        DEFAULT_COGNITIVE,
+        DEFAULT_SOCIAL,
+        DEFAULT_MAX_VELOCITY,
+    )
+    tuner.search(verbose=0)
+    assert len(oracle.trials) == 30 and oracle.swarm["num_moves"] == 30
+    recorded, expected = _replay_swarm(tuner)
+    for n in range(30):
+        np.testing.assert_allclose(recorded[n], expected[n], rtol=0, atol=1e-12, err_msg=f"trial {n}")
+    # Trials swarm_size + k moved their particle away from where it was first placed ...
+    for n in range(5, 30):
+        assert np.max(np.abs(recorded[n] - recorded[n % 5])) > 1e-3, n
+    # ... and the moved trials found better values than the random placements.
+    scores = [oracle.trials[t].score for t in sorted(oracle.trials, key=int)]
+    assert min(scores[5:]) < min(scores[:5])
+    # The decoded values are the ones the trials ran (Float: linear map of the position).
+    for trial_id, record in oracle._trial_particles.items():
+        values = oracle.trials[trial_id].hyperparameters.values
+        for name, prob in record["position"].items():
+            assert values[name] == pytest.approx(-5.0 + 10.0 * prob)
+
+
+@pytest.mark.parametrize("max_trials, swarm_size", [(5, 5), (3, 10), (1, 1), (10, 10)])
+def test_a_budget_of_one_iteration_warns_that_it_is_random_search(max_trials, swarm_size, tmp_path):
+    with pytest.warns(UserWarning, match="random search") as record:
+        SpherePSO(max_trials=max_trials, swarm_size=swarm_size, directory=str(tmp_path))
+    assert record[0].filename == __file__  # points at the caller's line
+    with pytest.warns(UserWarning, match="random search"):
+        PSOOracle(max_trials=max_trials, swarm_size=swarm_size)
+
+
+@pytest.mark.parametrize("kwargs", [{}, {"max_trials": 6}, {"max_trials": 11, "swarm_size": 10}, {"max_trials": None}])
+def test_a_budget_with_moves_does_not_warn(kwargs, tmp_path):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        SpherePSO(directory=str(tmp_path), **kwargs)
+        PSOOracle(**kwargs)
 
 
 def test_zero_coefficients_freeze_the_swarm(tmp_path):
@@ -298,14 +394,14 @@ def test_real_search_on_mnist5k_and_rebuild(mnist5k, tmp_path):
     tuner = PSO(
         build,
         objective="val_accuracy",
-        max_trials=3,
-        swarm_size=3,
+        max_trials=4,
+        swarm_size=2,  # two swarm iterations: the second moves both particles
         seed=0,
         directory=str(tmp_path),
         project_name="mnist",
     )
     tuner.search(x_train, y_train, validation_data=(x_val, y_val), epochs=1, batch_size=64, verbose=0)
-    assert len(tuner.oracle.trials) == 3
+    assert len(tuner.oracle.trials) == 4
     assert all(t.status == "COMPLETED" for t in tuner.oracle.trials.values())
     best_hp = tuner.get_best_hyperparameters()[0]
     assert best_hp.get("units") in (16, 32, 48, 64)

@@ -22,8 +22,10 @@ deterministic function of the draw); `transform(kernel, seed)` is
 integer seed gives the same draws as a fresh `keras.random.SeedGenerator(seed)`.
 
 The package's modules: `base` (`Transform`, `FunctionTransform`), `spatial`,
-`noise`, `combinators` (`Compose`, `RandomChoice`) and `registry` (`get`);
-every name is importable from `keras_wtrain.layers.transforms`.
+`noise`, `combinators` (`Compose`, `RandomChoice`), `fixed` (`FixedShift`,
+`FixedMask`: the deterministic transforms of the desire-oriented mode, and the
+padding arithmetic of the smaller convolution they run as) and `registry`
+(`get`); every name is importable from `keras_wtrain.layers.transforms`.
 
 Example:
 
@@ -40,6 +42,9 @@ from keras_wtrain.layers.transforms.base import FunctionTransform
 from keras_wtrain.layers.transforms.base import Transform
 from keras_wtrain.layers.transforms.combinators import Compose
 from keras_wtrain.layers.transforms.combinators import RandomChoice
+from keras_wtrain.layers.transforms.fixed import FixedMask
+from keras_wtrain.layers.transforms.fixed import FixedShift
+from keras_wtrain.layers.transforms.fixed import FixedTransform
 from keras_wtrain.layers.transforms.noise import DropConnect
 from keras_wtrain.layers.transforms.noise import GaussianNoise
 from keras_wtrain.layers.transforms.noise import MultiplicativeNoise
@@ -52,6 +57,9 @@ from keras_wtrain.layers.transforms.spatial import RandomTranslate
 __all__ = [
     "Compose",
     "DropConnect",
+    "FixedMask",
+    "FixedShift",
+    "FixedTransform",
     "FunctionTransform",
     "GaussianNoise",
     "MultiplicativeNoise",

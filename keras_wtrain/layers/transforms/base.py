@@ -28,6 +28,7 @@ import keras
 from keras import ops
 
 from keras_wtrain.rng import as_seed
+from keras_wtrain.validation import check_bool
 
 __all__ = ["FunctionTransform", "Transform", "along_axis", "default_spatial_axes"]
 
@@ -157,7 +158,7 @@ class FunctionTransform(Transform):
         spatial: whether `fn` needs spatial kernel axes (checked at build).
 
     Raises:
-        TypeError: if `fn` is not callable.
+        TypeError: if `fn` is not callable or `spatial` not a bool.
 
     Example:
 
@@ -179,7 +180,7 @@ class FunctionTransform(Transform):
         if not callable(fn):
             raise TypeError(f"FunctionTransform: argument `fn` must be callable; received {fn!r}.")
         self.fn = fn
-        self.spatial = bool(spatial)
+        self.spatial = check_bool("spatial", spatial, owner="FunctionTransform")
 
     def __call__(self, kernel, seed=None, spatial_axes=None):
         kernel = ops.convert_to_tensor(kernel)

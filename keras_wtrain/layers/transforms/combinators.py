@@ -12,6 +12,7 @@ shadow = t(np.ones((3, 3, 2, 4), "float32"), seed=0)
 """
 
 import keras
+import numpy as np
 from keras import ops
 
 from keras_wtrain.layers.transforms.base import Transform
@@ -19,8 +20,19 @@ from keras_wtrain.layers.transforms.base import default_spatial_axes
 from keras_wtrain.layers.transforms.registry import get
 from keras_wtrain.rng import as_seed
 from keras_wtrain.rng import uniform
+from keras_wtrain.validation import is_real
 
 __all__ = ["Compose", "RandomChoice"]
+
+
+def _transform_list(owner, transforms):
+    """The members of `owner`, each through `get`; a TypeError naming `transforms` unless a list or tuple."""
+    if not isinstance(transforms, (list, tuple)):
+        raise TypeError(
+            f"{owner}: argument `transforms` must be a list or tuple of transforms (objects, names, configs or "
+            f"callables); received {transforms!r}."
+        )
+    return [get(t) for t in transforms]
 
 
 @keras.saving.register_keras_serializable(package="keras_wtrain")
@@ -31,6 +43,7 @@ class Compose(Transform):
         transforms: a list of transforms (objects, names, configs or callables; see `get`).
 
     Raises:
+        TypeError: if `transforms` is not a transform, a list or a tuple.
         ValueError: if `transforms` is empty or holds an unknown transform.
 
     Example:
@@ -47,7 +60,7 @@ class Compose(Transform):
     def __init__(self, transforms):
         if isinstance(transforms, (str, dict, Transform)) or callable(transforms):
             transforms = [transforms]
-        transforms = [get(t) for t in transforms]
+        transforms = _transform_list("Compose", transforms)
         if not transforms:
             raise ValueError("Compose: argument `transforms` must hold at least one transform; received [].")
         self.transforms = transforms
@@ -94,6 +107,7 @@ class RandomChoice(Transform):
         probabilities: optional list of selection probabilities (default uniform).
 
     Raises:
+        TypeError: if `transforms` is not a list or tuple, or `probabilities` not a list of real numbers.
         ValueError: if `transforms` is empty or `probabilities` do not match it,
             are negative or do not sum to a positive number.
 
@@ -109,11 +123,16 @@ class RandomChoice(Transform):
     """
 
     def __init__(self, transforms, probabilities=None):
-        transforms = [get(t) for t in transforms]
+        transforms = _transform_list("RandomChoice", transforms)
         if not transforms:
             raise ValueError("RandomChoice: argument `transforms` must hold at least one transform; received [].")
         if probabilities is None:
             probabilities = [1.0 / len(transforms)] * len(transforms)
+        if not (isinstance(probabilities, (list, tuple, np.ndarray)) and all(is_real(p) for p in probabilities)):
+            raise TypeError(
+                "RandomChoice: argument `probabilities` must be a list of real numbers, one per transform; "
+                f"received {probabilities!r}."
+            )
         probabilities = [float(p) for p in probabilities]
         if len(probabilities) != len(transforms) or min(probabilities) < 0 or sum(probabilities) <= 0:
             raise ValueError(

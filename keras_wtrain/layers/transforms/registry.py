@@ -13,6 +13,7 @@ import keras
 
 from keras_wtrain.layers.transforms.base import FunctionTransform
 from keras_wtrain.layers.transforms.base import Transform
+from keras_wtrain.layers.transforms.fixed import FixedShift
 from keras_wtrain.layers.transforms.noise import DropConnect
 from keras_wtrain.layers.transforms.noise import GaussianNoise
 from keras_wtrain.layers.transforms.noise import MultiplicativeNoise
@@ -38,6 +39,7 @@ _NAMES = {
     "multiplicative_noise": MultiplicativeNoise,
     "dropconnect": DropConnect,
     "drop_connect": DropConnect,
+    "fixed_shift": FixedShift,
 }
 
 
@@ -48,7 +50,7 @@ def get(identifier):
         identifier: a `Transform`; a name (`"random_translate"`/`"shift"`,
             `"random_resized_crop"`/`"random_scale"`, `"random_flip"`,
             `"random_rotate90"`, `"gaussian_noise"`, `"multiplicative_noise"`,
-            `"dropconnect"`), giving that transform with its defaults; a dict
+            `"dropconnect"`, `"fixed_shift"`), giving that transform with its defaults; a dict
             from `keras.saving.serialize_keras_object`; or a callable
             `f(kernel, seed) -> kernel` (wrapped in `FunctionTransform`).
 

@@ -19,6 +19,7 @@ shadow = RandomTranslate(0.3)(np.ones((3, 3, 2, 4), "float32"), seed=0)
 import math
 
 import keras
+import numpy as np
 from keras import ops
 
 from keras_wtrain.layers.transforms.base import Transform
@@ -28,6 +29,7 @@ from keras_wtrain.rng import as_seed
 from keras_wtrain.rng import uniform
 from keras_wtrain.validation import check_choice
 from keras_wtrain.validation import check_probability
+from keras_wtrain.validation import is_real
 
 __all__ = ["RandomFlip", "RandomResizedCrop", "RandomRotate90", "RandomTranslate"]
 
@@ -91,6 +93,15 @@ class RandomTranslate(Transform):
         return {"max_shift": self.max_shift}
 
 
+def _real_pair(name, value):
+    """`value` as a `(low, high)` tuple of floats; a TypeError naming `name` unless it is two real numbers."""
+    if not (isinstance(value, (list, tuple, np.ndarray)) and len(value) == 2 and all(is_real(v) for v in value)):
+        raise TypeError(
+            f"RandomResizedCrop: argument `{name}` must be a pair (low, high) of real numbers; received {value!r}."
+        )
+    return tuple(float(v) for v in value)
+
+
 @keras.saving.register_keras_serializable(package="keras_wtrain")
 class RandomResizedCrop(Transform):
     """Random crop of the kernel's spatial taps, stretched back to full size (bilinear).
@@ -109,6 +120,7 @@ class RandomResizedCrop(Transform):
         ratio: `(low, high)` range of the aspect ratio (2-D kernels), `0 < low <= high`.
 
     Raises:
+        TypeError: if `scale` or `ratio` is not a pair of real numbers.
         ValueError: for ranges outside those bounds.
 
     Example:
@@ -125,14 +137,14 @@ class RandomResizedCrop(Transform):
     _ATTEMPTS = 10
 
     def __init__(self, scale=(0.8, 1.0), ratio=(3.0 / 4.0, 4.0 / 3.0)):
-        scale = tuple(float(v) for v in scale)
-        ratio = tuple(float(v) for v in ratio)
-        if len(scale) != 2 or not 0.0 < scale[0] <= scale[1] <= 1.0:
+        scale = _real_pair("scale", scale)
+        ratio = _real_pair("ratio", ratio)
+        if not 0.0 < scale[0] <= scale[1] <= 1.0:
             raise ValueError(
                 "RandomResizedCrop: argument `scale` must be (low, high) with 0 < low <= high <= 1; "
                 f"received {scale!r}."
             )
-        if len(ratio) != 2 or not 0.0 < ratio[0] <= ratio[1]:
+        if not 0.0 < ratio[0] <= ratio[1]:
             raise ValueError(
                 f"RandomResizedCrop: argument `ratio` must be (low, high) with 0 < low <= high; received {ratio!r}."
             )

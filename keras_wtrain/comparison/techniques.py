@@ -1,0 +1,240 @@
+"""Technique names -> the model and callbacks one comparison run trains.
+
+A technique is a single name of `keras_wtrain.compare_settings.TECHNIQUES` or
+a combination joined by `+` (`parse_technique`); a combination trains one model
+with all of its parts. Each part is applied with the library's documented
+defaults, in three layers:
+
+- wrappers: `weightnorm` wraps every layer `WeightNormalization` supports,
+  `shadow` the convolutions the authors of WAS augment (`authors_wrap`); both
+  together give `ShadowWeights(WeightNormalization(layer))`. A built-in model
+  is built with the wrapper (`keras_wtrain.models.build_model(wrap=...)`), a
+  user's model is rebuilt by `keras.models.clone_model(clone_function=...)`;
+- training-step noise: `loss-noise` and `grad-dropout` through
+  `keras_wtrain.training.wrap`;
+- callbacks: one weight average (`sewa`, `swa`, `lawa`, `ema`:
+  `SelectiveWeightAveraging` with that strategy) and `optimum-shift`
+  (`OptimumShifting`, after the average, so it shifts the averaged model).
+"""
+
+import math
+from typing import NamedTuple
+
+import keras
+
+from keras_wtrain import layer_kinds
+from keras_wtrain.compare_settings import AVERAGING
+from keras_wtrain.compare_settings import parse_technique
+
+__all__ = ["TechniqueSetup", "averaging_schedule", "build_technique", "layer_wrapper", "rebuild_with"]
+
+WRAPPING = ("weightnorm", "shadow")
+STEP_NOISE = ("loss-noise", "grad-dropout")
+
+
+class TechniqueSetup(NamedTuple):
+    """What `build_technique` returns: the uncompiled model, its callbacks and what each part set up.
+
+    Attributes:
+        model: the uncompiled Keras model to train.
+        callbacks: the technique's callbacks (weight averaging first, then optimum shifting).
+        averaging: the `SelectiveWeightAveraging` callback, or None.
+        shifting: the `OptimumShifting` callback, or None.
+        info: `wrapped_layers` (per wrapper) and the noise levels of the step-noise parts.
+
+    Example:
+
+    ```python
+    from keras_wtrain.comparison.techniques import TechniqueSetup
+
+    print(TechniqueSetup._fields)  # ('model', 'callbacks', 'averaging', 'shifting', 'info')
+    ```
+    """
+
+    model: object
+    callbacks: list
+    averaging: object
+    shifting: object
+    info: dict
+
+
+def _fresh_copy(layer):
+    # What keras.models.clone_model does to a layer by default: a new layer from its config (new weights).
+    return layer.__class__.from_config(layer.get_config())
+
+
+def rebuild_with(model, wrap):
+    """A copy of a functional or Sequential `model` (new weights) with `wrap(layer)` applied to every layer.
+
+    Nested models are rebuilt layer by layer too (`clone_model(recursive=True)`).
+
+    Args:
+        model: a functional or Sequential Keras model.
+        wrap: `f(layer) -> layer`; it receives a fresh copy of each layer and may return it as is.
+
+    Returns:
+        The rebuilt model (uncompiled).
+
+    Raises:
+        TypeError: for a subclassed model (its layers cannot be replaced from outside).
+
+    Example:
+
+    ```python
+    import keras
+    from keras_wtrain.comparison.techniques import layer_wrapper, rebuild_with
+
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8), keras.layers.Dense(2)])
+    wrapped = rebuild_with(model, layer_wrapper(("weightnorm",)))
+    print([type(layer).__name__ for layer in wrapped.layers])  # ['WeightNormalization', 'WeightNormalization']
+    ```
+    """
+    try:
+        return keras.models.clone_model(model, clone_function=lambda layer: wrap(_fresh_copy(layer)), recursive=True)
+    except ValueError as error:
+        if "only supported for Sequential models" not in str(error):
+            raise
+        raise TypeError(
+            "a wrapping technique (weightnorm, shadow) rebuilds the model layer by layer, which needs a functional "
+            f"or Sequential model; build_model() returned a subclassed {type(model).__name__}."
+        ) from None
+
+
+def layer_wrapper(parts):
+    """The `wrap(layer)` function of the wrapping parts of a technique, or None when there is none.
+
+    Args:
+        parts: technique parts, e.g. `("weightnorm", "sewa")`.
+
+    Returns:
+        A function `layer -> layer`, or None.
+
+    Example:
+
+    ```python
+    import keras
+    from keras_wtrain.comparison.techniques import layer_wrapper
+
+    wrap = layer_wrapper(("weightnorm", "shadow"))
+    print(type(wrap(keras.layers.Conv2D(8, 3))).__name__)  # ShadowWeights (over WeightNormalization)
+    print(type(wrap(keras.layers.Dense(8))).__name__)      # WeightNormalization
+    ```
+    """
+    weightnorm, shadow = "weightnorm" in parts, "shadow" in parts
+    if not (weightnorm or shadow):
+        return None
+    from keras_wtrain.layers import ShadowWeights
+    from keras_wtrain.layers import WeightNormalization
+    from keras_wtrain.layers import authors_wrap
+
+    def wrap(layer):
+        out = layer
+        if weightnorm and layer_kinds.supports_weight_normalization(layer):
+            out = WeightNormalization(layer)
+        if shadow:
+            augmented = authors_wrap(layer)  # the authors' choice of layers and transform
+            if isinstance(augmented, ShadowWeights):
+                out = augmented if out is layer else ShadowWeights(out, transform=augmented.transform)
+        return out
+
+    return wrap
+
+
+def averaging_schedule(epochs, steps_per_epoch):
+    """Checkpoints of the weight averages: `T` spread over the second half of training, `K = T / 2`.
+
+    Args:
+        epochs: training epochs.
+        steps_per_epoch: optimizer steps per epoch.
+
+    Returns:
+        `{"k", "num_checkpoints", "start", "every_n_steps"}` for `SelectiveWeightAveraging`.
+
+    Example:
+
+    ```python
+    from keras_wtrain.comparison.techniques import averaging_schedule
+
+    print(averaging_schedule(15, 16))  # {'k': 10, 'num_checkpoints': 20, 'start': 120, 'every_n_steps': 6}
+    ```
+    """
+    total = epochs * steps_per_epoch
+    num_checkpoints = min(20, max(2, total // 2))
+    every = max(1, (total // 2) // num_checkpoints)
+    return {
+        "k": max(1, num_checkpoints // 2),
+        "num_checkpoints": num_checkpoints,
+        "start": max(0, total - num_checkpoints * every),
+        "every_n_steps": every,
+    }
+
+
+def build_technique(technique, make_model, train, epochs, batch_size, seed):
+    """Sets up one technique (single or combination) with the library's defaults.
+
+    Args:
+        technique: a technique name, e.g. `"weightnorm+sewa"`.
+        make_model: `f(wrap) -> uncompiled model`, `wrap` a layer wrapper or None.
+        train: the training data `(x, y)` (numpy).
+        epochs: training epochs (sets the averaging window).
+        batch_size: training batch size.
+        seed: the run's seed (SeWA's selection, optimum shifting's batches).
+
+    Returns:
+        A `TechniqueSetup`.
+
+    Example:
+
+    ```python
+    import numpy as np
+    from keras_wtrain.comparison.techniques import build_technique
+    from keras_wtrain.models import build_model
+
+    x, y = np.random.rand(64, 8, 8, 1).astype("float32"), np.arange(64) % 4
+    setup = build_technique("weightnorm+swa", lambda wrap: build_model("mlp", (8, 8, 1), 4, wrap=wrap),
+                            (x, y), epochs=2, batch_size=16, seed=0)
+    print(setup.info["wrapped_layers"], type(setup.averaging).__name__)
+    ```
+    """
+    parts = parse_technique(technique)
+    x, y = train
+    model = make_model(layer_wrapper(parts))
+    info = {}
+    if "weightnorm" in parts or "shadow" in parts:
+        from keras_wtrain.layers import initialize_weight_normalization
+        from keras_wtrain.layers import shadow_weight_layers
+        from keras_wtrain.layers import weight_normalization_layers
+
+        info["wrapped_layers"] = {}
+        if "weightnorm" in parts:
+            info["wrapped_layers"]["weightnorm"] = len(weight_normalization_layers(model))
+            initialize_weight_normalization(model, keras.tree.map_structure(lambda a: a[:256], x))
+        if "shadow" in parts:
+            info["wrapped_layers"]["shadow"] = len(shadow_weight_layers(model))
+    if any(part in STEP_NOISE for part in parts):
+        from keras_wtrain.training import GradientDropout
+        from keras_wtrain.training import LossNoise
+        from keras_wtrain.training import wrap
+
+        loss_noise = LossNoise() if "loss-noise" in parts else None
+        dropout = GradientDropout() if "grad-dropout" in parts else None
+        model = wrap(model, loss_noise=loss_noise, gradient_dropout=dropout, seed=seed)
+        if loss_noise is not None:
+            info["loss_noise_stddev"] = loss_noise.get_config()["stddev"]
+        if dropout is not None:
+            info["gradient_dropout_rate"] = dropout.get_config()["rate"]
+    callbacks, averaging, shifting = [], None, None
+    strategy = next((part for part in parts if part in AVERAGING), None)
+    if strategy is not None:
+        from keras_wtrain.callbacks import SelectiveWeightAveraging
+
+        n = len(y)
+        schedule = averaging_schedule(epochs, math.ceil(n / batch_size))
+        averaging = SelectiveWeightAveraging(strategy=strategy, selection_data=(x, y), seed=seed, **schedule)
+        callbacks.append(averaging)
+    if "optimum-shift" in parts:
+        from keras_wtrain.callbacks import OptimumShifting
+
+        shifting = OptimumShifting(data=(x, y), seed=seed)
+        callbacks.append(shifting)
+    return TechniqueSetup(model, callbacks, averaging, shifting, info)
