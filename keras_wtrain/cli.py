@@ -298,13 +298,14 @@ def main(argv=None):
     for key in ("seeds", "epochs", "train_size"):
         if getattr(args, key) is not None:
             settings[key] = getattr(args, key)
+    # The backend starts before the user's modules are imported: a module that imports Keras would otherwise
+    # start TensorFlow without the quieting of `_import_backend`.
+    _import_backend()
     try:
         model = load_function(args.model, "--model") if ":" in args.model else args.model
         data = _user_data(args.data) if args.data else None
     except ValueError as error:
         parser.error(str(error))
-
-    _import_backend()
     import warnings
 
     from keras_wtrain.comparison import InputError
@@ -328,7 +329,8 @@ def main(argv=None):
                 techniques=args.techniques,
                 seeds=settings["seeds"],
                 epochs=settings["epochs"],
-                train_size=args.train_size if user_data else None,
+                # The user's data is used whole unless --train-size (or --quick's size) is given.
+                train_size=(args.train_size or (settings["train_size"] if args.quick else None)) if user_data else None,
                 batch_size=args.batch_size,
                 out=args.out,
                 progress=not args.no_progress,

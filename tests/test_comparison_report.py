@@ -90,7 +90,7 @@ def test_verdict_lines_one_per_technique_and_the_recipe_against_its_best_part(ru
         f"- **weightnorm** helped vs plain Keras: {100 * mean:+.2f} points "
         f"(95% CI {100 * (mean - half):+.2f} to {100 * (mean + half):+.2f})."
     )
-    assert lines[3].startswith("- **weightnorm+sewa**: no significant change vs its best part, weightnorm")
+    assert lines[3].startswith("- **weightnorm+sewa**: no significant change vs its best part (weightnorm)")
     assert lines[3].endswith("it does not beat its best part.")
 
 

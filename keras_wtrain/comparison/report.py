@@ -197,7 +197,7 @@ def verdict(diff):
 def _sentence(name, diff, against="plain Keras"):
     word, mean, low, high = verdict(diff)
     if word == "identical":
-        return f"- **{name}**: identical test accuracy to {against} on every seed."
+        return f"- **{name}**: same test accuracy as {against} on every seed."
     if word == "one seed":
         return f"- **{name}**: {mean:+.2f} points vs {against} (one seed, no confidence interval)."
     interval = f"95% CI {low:+.2f} to {high:+.2f}"
@@ -239,7 +239,7 @@ def verdict_lines(summary):
             best = max(vs_parts, key=lambda part: summary[part]["test_accuracy"]["mean"])
             word = verdict(vs_parts[best])[0]
             answer = {"helped": "it beats", "hurt": "it is worse than"}.get(word, "it does not beat")
-            sentence = _sentence(technique, vs_parts[best], against=f"its best part, {best}")
+            sentence = _sentence(technique, vs_parts[best], against=f"its best part ({best})")
             missing = [p for p in parse_technique(technique) if p not in vs_parts]
             note = f" (parts not run: {', '.join(missing)})" if missing else ""
             lines.append(f"{sentence[:-1]}: {answer} its best part{note}.")

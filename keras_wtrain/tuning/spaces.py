@@ -310,7 +310,7 @@ def search_space(hp, techniques=TECHNIQUES, seed=None, schedule_steps=1000):
     |---|---|---|
     | `"loss-noise"` | `loss_noise_stddev` | Float [0, 1] (σ of the multiplicative per-example noise; 0 = off) |
     | `"loss-noise"` | `loss_noise_schedule` | Choice `constant` / `linear_decay` (σ to 0 over `schedule_steps`) |
-    | `"grad-dropout"` | `gradient_dropout_rate` | Float [0, 0.5] (p; 0 = off) |
+    | `"grad-dropout"` | `gradient_dropout_rate` | Float [0, 0.5], step 1/256 (p on the masks' 8-bit grid; 0 = off) |
     | `"shadow"` | `shadow_transform` | Choice `shift` / `crop_stretch` / `shift_or_crop` |
     | `"shadow"` | `shadow_strength` | Float [0.1, 0.5] (shift: max offset fraction; crop: 1 - min scale) |
     | `"weightnorm"` | `weight_normalization` | Boolean |
@@ -366,8 +366,10 @@ def search_space(hp, techniques=TECHNIQUES, seed=None, schedule_steps=1000):
             "loss_noise_schedule", ["constant", "linear_decay"], default="constant"
         )
     if "grad-dropout" in techniques:
+        # On the 1/256 grid that GradientDropout's 8-bit masks use: a rate in (0, 1/512) would drop nothing
+        # and is refused, so a continuous range would make some trials fail.
         config.gradient_dropout = values["gradient_dropout_rate"] = hp.Float(
-            "gradient_dropout_rate", 0.0, 0.5, default=0.0
+            "gradient_dropout_rate", 0.0, 0.5, step=1 / 256, default=0.0
         )
     if "shadow" in techniques:
         transform = values["shadow_transform"] = hp.Choice("shadow_transform", list(SHADOW_TRANSFORMS), default="shift")

@@ -218,3 +218,30 @@ def test_shadow_weights_wrap_only_kxk_convolutions():
     assert kinds == ["ShadowWeights", "ShadowWeights", "WeightNormalization", "WeightNormalization"]
     out = model(np.zeros((2, 28, 28, 1), "float32"), training=True)
     assert out.shape == (2, 10)
+
+
+def test_every_searched_gradient_dropout_rate_trains():
+    # The rate is searched on GradientDropout's 1/256 grid: every value a tuner can propose (PSO clamps
+    # particles to the range ends, so values near 0 are common) builds a model; a continuous range
+    # proposed rates in (0, 1/512), which GradientDropout refuses (a failed trial).
+    import keras
+    import keras_tuner
+
+    from keras_wtrain.tuning import HyperModel
+
+    def build(hp):
+        inputs = keras.Input((4,))
+        model = keras.Model(inputs, keras.layers.Dense(2)(inputs))
+        model.compile("sgd", "mse")
+        return model
+
+    hp = keras_tuner.HyperParameters()
+    hypermodel = HyperModel(build, techniques=("grad-dropout",))
+    hypermodel.build(hp)  # registers the range
+    (rate,) = [entry for entry in hp.space if entry.name == "gradient_dropout_rate"]
+    assert (rate.min_value, rate.max_value, rate.step) == (0.0, 0.5, 1 / 256)
+    for prob in np.linspace(0.0, 1.0, 301):
+        value = rate.prob_to_value(prob)
+        assert value == 0.0 or value >= 1 / 256
+        hp.values["gradient_dropout_rate"] = value
+        hypermodel.build(hp)
