@@ -81,8 +81,12 @@ def test_load_dataset_routes_and_rejects_unknown_names():
 
 @pytest.mark.parametrize(
     "name, shape, classes",
-    [("cifar10", (32, 32, 3), 10), ("cifar100", (32, 32, 3), 100), ("mnist", (28, 28, 1), 10),
-     ("fashion_mnist", (28, 28, 1), 10)],
+    [
+        ("cifar10", (32, 32, 3), 10),
+        ("cifar100", (32, 32, 3), 100),
+        ("mnist", (28, 28, 1), 10),
+        ("fashion_mnist", (28, 28, 1), 10),
+    ],
 )
 def test_load_tfds_with_mock_data(name, shape, classes):
     tfds = pytest.importorskip("tensorflow_datasets")

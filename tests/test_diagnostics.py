@@ -42,7 +42,9 @@ def _numpy_hessian(f, theta, h=1e-4):
     for i in range(n):
         for j in range(i, n):
             value = (
-                f(theta + eye[i] + eye[j]) - f(theta + eye[i] - eye[j]) - f(theta - eye[i] + eye[j])
+                f(theta + eye[i] + eye[j])
+                - f(theta + eye[i] - eye[j])
+                - f(theta - eye[i] + eye[j])
                 + f(theta - eye[i] - eye[j])
             ) / (4 * h * h)
             hess[i, j] = hess[j, i] = value

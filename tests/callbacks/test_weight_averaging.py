@@ -365,6 +365,24 @@ def test_ema_matches_numpy_on_models_built_in_training(kind, digits):
     np.testing.assert_allclose(_flat(model), ema, rtol=1e-5, atol=1e-6)  # installed at train end
 
 
+@pytest.mark.parametrize("kind", ["sequential_without_input", "functional", "subclassed"])
+def test_ema_equals_keras_optimizer_ema(kind, digits):
+    # Keras' own EMA (`use_ema=True`) on the same run: e_1 = w_1, e_n = β e_(n-1) + (1 - β) w_n every step.
+    x, y = digits.x_train[:192].reshape(192, -1), digits.y_train[:192]
+    model = _model_of_kind(kind)
+    model.compile(keras.optimizers.Adam(1e-2, use_ema=True, ema_momentum=0.7), _loss())
+    cb = SelectiveWeightAveraging(k=2, num_checkpoints=3, strategy="ema", ema_decay=0.7, install=False)
+    model.fit(x, y, batch_size=32, epochs=2, verbose=0, shuffle=False, callbacks=[cb])
+    keras_ema = np.concatenate(
+        [
+            np.asarray(keras.ops.convert_to_numpy(average), np.float32).ravel()
+            for average in model.optimizer._model_variables_moving_average  # Keras exposes no public getter
+        ]
+    )
+    assert cb.model_size == keras_ema.size == 64 * 8 + 8 + 8 * 10 + 10
+    np.testing.assert_allclose(cb.average_weights("ema")[0], keras_ema, rtol=1e-5, atol=1e-6)
+
+
 def test_steps_come_from_the_optimizer_across_fits_and_steps_per_execution(digits):
     x, y = digits.x_train[:256].reshape(256, -1), digits.y_train[:256]
     model = _small_model()
