@@ -44,35 +44,20 @@ def _functional_arguments(args, kwargs):
     return len(args) == 2 or (len(args) == 1 and "outputs" in kwargs) or ("inputs" in kwargs and "outputs" in kwargs)
 
 
-def _as_loss_noise(value):
-    if value is None or isinstance(value, LossNoise):
+def _as_randomness(name, value, cls, numbers):
+    """`value` as a `cls` (`LossNoise` / `GradientDropout`): None, an instance, its config, a number or a schedule."""
+    if value is None or isinstance(value, cls):
         return value
     if isinstance(value, dict):
         obj = keras.saving.deserialize_keras_object(value)
-        if isinstance(obj, LossNoise):
+        if isinstance(obj, cls):
             return obj
-        raise TypeError(f"argument `loss_noise` must describe a LossNoise; received {value!r}.")
+        raise TypeError(f"argument `{name}` must describe a {cls.__name__}; received {value!r}.")
     if isinstance(value, bool):
         raise TypeError(
-            f"argument `loss_noise` must be None, a number >= 0, a schedule or a LossNoise; received {value!r}."
+            f"argument `{name}` must be None, {numbers}, a schedule or a {cls.__name__}; received {value!r}."
         )
-    return LossNoise(value)
-
-
-def _as_gradient_dropout(value):
-    if value is None or isinstance(value, GradientDropout):
-        return value
-    if isinstance(value, dict):
-        obj = keras.saving.deserialize_keras_object(value)
-        if isinstance(obj, GradientDropout):
-            return obj
-        raise TypeError(f"argument `gradient_dropout` must describe a GradientDropout; received {value!r}.")
-    if isinstance(value, bool):
-        raise TypeError(
-            f"argument `gradient_dropout` must be None, a rate in [0, 1), a schedule or a GradientDropout; "
-            f"received {value!r}."
-        )
-    return GradientDropout(value)
+    return cls(value)
 
 
 def _has_loss_scaling(optimizer):
@@ -215,8 +200,8 @@ class Model(keras.Model):
 
     def _setup_randomness(self, loss_noise=None, gradient_dropout=None, seed=None):
         seed = check_seed(seed)
-        loss_noise = _as_loss_noise(loss_noise)
-        gradient_dropout = _as_gradient_dropout(gradient_dropout)
+        loss_noise = _as_randomness("loss_noise", loss_noise, LossNoise, "a number >= 0")
+        gradient_dropout = _as_randomness("gradient_dropout", gradient_dropout, GradientDropout, "a rate in [0, 1)")
         self._wt_seed = seed
         self._wt_loss_noise = loss_noise
         self._wt_gradient_dropout = gradient_dropout

@@ -190,9 +190,8 @@ def test_sewa_objective_not_worse_than_lawa_and_random_subsets(mnist_trajectory)
     assert sewa <= min(randoms) * (1 + 1e-6), (sewa, randoms)
     # The SWA/SeWA average is a convex combination: the installed average equals the numpy mean.
     np.testing.assert_allclose(flat, cb.checkpoints()[chosen].mean(0), rtol=1e-5, atol=1e-6)
-    # Selection cost: defaults are sized to about one epoch of this 1,000-example set (loose bound: shared CPU).
+    # The selection's cost is a benchmark (benchmarks/weight_averaging.py), not a timed test.
     print(f"selection {selection_s:.2f}s, one epoch {epoch_s:.2f}s, ratio {selection_s / epoch_s:.2f}")
-    assert selection_s < 4 * epoch_s
 
 
 def test_batchnorm_statistics_recomputed_on_training_data(digits):
