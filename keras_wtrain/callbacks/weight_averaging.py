@@ -101,7 +101,7 @@ class SelectiveWeightAveraging(TrajectoryRecorder):
         selection_learning_rate: Adam step size on `s`, > 0.
         selection_batch_size: examples per relaxed-mask loss evaluation, a positive int.
         selection_size: number of `selection_data` examples used (the first ones): `F` is their mean
-            loss; also the data of the batch-norm update. A positive int; the default 512 bounds the
+            loss; also the data of the batch-norm update. A positive int; the default 256 bounds the
             selection's cost (about 40 evaluations of `F`), whatever the size of the training set.
         selection_data: training data with targets in any form of `keras_wtrain.data_adapters`
             (`(x, y)` arrays, dict inputs included, a `tf.data.Dataset`, batches); required by
@@ -154,7 +154,7 @@ class SelectiveWeightAveraging(TrajectoryRecorder):
         selection_steps=16,
         selection_learning_rate=0.1,
         selection_batch_size=32,
-        selection_size=512,
+        selection_size=256,
         selection_data=None,
         num_random_subsets=20,
         max_evaluations=16,
