@@ -54,7 +54,7 @@ _LAZY = {
         "initialize_weight_normalization",
     ),
     "set_weight_mode": ("keras_wtrain.layers.shadow_weights", "set_weight_mode"),
-    "wrap": ("keras_wtrain.training.model", "wrap"),
+    "wrap": ("keras_wtrain.training.wrapping", "wrap"),
 }
 
 __all__ = sorted([*_LAZY, "register_serializables"])

@@ -1,5 +1,7 @@
 """Small reference models used by the examples, benchmarks and `keras-wtrain compare`."""
 
+import functools
+
 import keras
 
 from keras_wtrain import _backend_guard  # noqa: F401  (refuses an unsupported backend)
@@ -55,20 +57,23 @@ def build_model(kind, input_shape, num_classes, wrap=None, name=None):
         x = wrap(keras.layers.Dense(128, activation="relu"))(x)
         outputs = wrap(keras.layers.Dense(num_classes))(x)
     elif kind == "resnet-small":
+        # Momentum 0.9, not Keras' 0.99: the runs here are a few hundred steps, and a moving average over the
+        # last ~100 steps still holds the statistics of much earlier weights (inference accuracy near chance).
+        batch_norm = functools.partial(keras.layers.BatchNormalization, momentum=0.9)
         x = wrap(keras.layers.Conv2D(16, 3, padding="same", use_bias=False))(inputs)
-        x = keras.layers.BatchNormalization()(x)
+        x = batch_norm()(x)
         x = keras.layers.Activation("relu")(x)
         for stage, filters in enumerate((16, 32, 64)):
             strides = 1 if stage == 0 else 2
             shortcut = x
             y = wrap(keras.layers.Conv2D(filters, 3, strides=strides, padding="same", use_bias=False))(x)
-            y = keras.layers.BatchNormalization()(y)
+            y = batch_norm()(y)
             y = keras.layers.Activation("relu")(y)
             y = wrap(keras.layers.Conv2D(filters, 3, padding="same", use_bias=False))(y)
-            y = keras.layers.BatchNormalization()(y)
+            y = batch_norm()(y)
             if strides != 1 or shortcut.shape[-1] != filters:
                 shortcut = keras.layers.Conv2D(filters, 1, strides=strides, use_bias=False)(shortcut)
-                shortcut = keras.layers.BatchNormalization()(shortcut)
+                shortcut = batch_norm()(shortcut)
             x = keras.layers.Activation("relu")(keras.layers.Add()([y, shortcut]))
         x = keras.layers.GlobalAveragePooling2D()(x)
         outputs = wrap(keras.layers.Dense(num_classes))(x)

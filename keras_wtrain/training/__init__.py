@@ -6,8 +6,6 @@ Gradient dropout itself is the optimizer wrapper `keras_wtrain.optimizers.Gradie
 
 from keras_wtrain import _backend_guard  # noqa: F401  (refuses an unsupported backend)
 from keras_wtrain.training.model import Model
-from keras_wtrain.training.model import WrappedModel
-from keras_wtrain.training.model import wrap
 from keras_wtrain.training.randomness import Constant
 from keras_wtrain.training.randomness import GradientDropout
 from keras_wtrain.training.randomness import LinearDecay
@@ -17,6 +15,8 @@ from keras_wtrain.training.randomness import gradient_keep_mask
 from keras_wtrain.training.randomness import loss_noise_factors
 from keras_wtrain.training.randomness import noisy_sample_weight
 from keras_wtrain.training.randomness import quantize_rate
+from keras_wtrain.training.wrapping import WrappedModel
+from keras_wtrain.training.wrapping import wrap
 
 __all__ = [
     "Constant",
