@@ -53,7 +53,7 @@ _LAZY = {
         "keras_wtrain.layers.weight_normalization_init",
         "initialize_weight_normalization",
     ),
-    "set_weight_mode": ("keras_wtrain.layers.shadow_weights", "set_weight_mode"),
+    "set_weight_mode": ("keras_wtrain.layers.shadow_weights_models", "set_weight_mode"),
     "wrap": ("keras_wtrain.training.wrapping", "wrap"),
 }
 

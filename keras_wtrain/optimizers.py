@@ -18,7 +18,7 @@ import keras
 from keras_wtrain import _backend_guard  # noqa: F401  (refuses an unsupported backend)
 from keras_wtrain.training.randomness import Constant
 from keras_wtrain.training.randomness import GradientDropout
-from keras_wtrain.training.randomness import drop_gradients
+from keras_wtrain.training.randomness_ops import drop_gradients
 from keras_wtrain.validation import check_seed
 
 __all__ = ["GradientDropoutOptimizer", "find_gradient_dropout"]

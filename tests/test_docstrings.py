@@ -27,11 +27,13 @@ PUBLIC_MODULES = (
     "keras_wtrain.diagnostics.perturbation",
     "keras_wtrain.layer_kinds",
     "keras_wtrain.layers",
+    "keras_wtrain.layers.shadow_weights_models",
     "keras_wtrain.layers.transforms",
     "keras_wtrain.models",
     "keras_wtrain.optimizers",
     "keras_wtrain.rng",
     "keras_wtrain.training",
+    "keras_wtrain.training.randomness_ops",
     "keras_wtrain.tuning",
     "keras_wtrain.validation",
 )

@@ -5,8 +5,11 @@
 *shadow weights* `SW = T(PW)`; the gradient flows through `T` back to PW, which
 the optimizer updates. At inference the *accuracy-oriented mode* (AOM) computes
 with PW (exactly the plain layer) and the *desire-oriented mode* (DOM) with a
-fixed shadow kernel (e.g. a sparse masked one). `set_weight_mode` switches a
-whole model; `authors_wrap` wraps the layers the authors augment.
+fixed shadow kernel (e.g. a sparse masked one). The functions that act on a
+whole model's `ShadowWeights` layers (`set_weight_mode` switches a model,
+`authors_wrap` wraps the layers the authors augment, `shadow_weight_layers`,
+`desire_sparsity`) live in `keras_wtrain.layers.shadow_weights_models` and are
+re-exported here.
 
 Example:
 
@@ -35,7 +38,8 @@ from keras_wtrain.validation import check_choice
 from keras_wtrain.validation import check_probability
 from keras_wtrain.validation import check_seed
 
-__all__ = ["ShadowWeights", "authors_wrap", "desire_sparsity", "set_weight_mode", "shadow_weight_layers"]
+# The four functions are lazy re-exports from `shadow_weights_models` (see `__getattr__` at the bottom).
+__all__ = ["ShadowWeights", "authors_wrap", "desire_sparsity", "set_weight_mode", "shadow_weight_layers"]  # noqa: F822
 
 MODES = ("accuracy", "desire")
 SUPPORTED_LAYERS = layer_kinds.SHADOW_WEIGHTS_LAYERS
@@ -423,185 +427,19 @@ class ShadowWeights(KernelReparametrization):
         return config
 
 
-def shadow_weight_layers(model):
-    """Lists the `ShadowWeights` layers of `model` (or a layer), nested models included.
-
-    Args:
-        model: a Keras model or layer.
-
-    Returns:
-        A list of `ShadowWeights` layers.
-
-    Example:
-
-    ```python
-    from keras_wtrain.layers.shadow_weights import authors_wrap
-    from keras_wtrain.layers.shadow_weights import shadow_weight_layers
-    from keras_wtrain.models import build_model
-
-    assert len(shadow_weight_layers(build_model("cnn", (28, 28, 1), 10, wrap=authors_wrap))) == 2
-    ```
-    """
-    layers = [model, *model._flatten_layers(include_self=False, recursive=True)]
-    return [layer for layer in layers if isinstance(layer, ShadowWeights)]
+# The model-level functions live in `shadow_weights_models`, which imports `ShadowWeights` from here; they are
+# re-exported lazily (PEP 562) so `from keras_wtrain.layers.shadow_weights import set_weight_mode` keeps working
+# whichever of the two modules is imported first.
+_MODEL_FUNCTIONS = ("authors_wrap", "desire_sparsity", "set_weight_mode", "shadow_weight_layers")
 
 
-def set_weight_mode(model, mode):
-    """Sets the inference mode of every `ShadowWeights` layer in `model`.
+def __getattr__(name):
+    if name in _MODEL_FUNCTIONS:
+        from keras_wtrain.layers import shadow_weights_models
 
-    Nested models and layers are included. The compiled predict and evaluate
-    functions of every model found are dropped, so `predict`/`evaluate` retrace
-    with the new mode (a mode is a Python switch, baked in when a function is
-    traced). Training is not affected: it always uses shadow weights.
-
-    Args:
-        model: a Keras model or layer.
-        mode: `"accuracy"` (AOM, plain weights) or `"desire"` (DOM, shadow weights).
-
-    Returns:
-        The number of `ShadowWeights` layers set (0 if there are none).
-
-    Raises:
-        ValueError: for an unknown mode.
-
-    Example:
-
-    ```python
-    from keras_wtrain.layers.shadow_weights import authors_wrap
-    from keras_wtrain.layers.shadow_weights import set_weight_mode
-    from keras_wtrain.models import build_model
-
-    model = build_model("cnn", (28, 28, 1), 10, wrap=authors_wrap)
-    assert set_weight_mode(model, "desire") == 2
-    ```
-    """
-    _check_mode(mode, owner="set_weight_mode")
-    count = 0
-    for layer in [model, *model._flatten_layers(include_self=False, recursive=True)]:
-        if isinstance(layer, ShadowWeights):
-            layer.mode = mode
-            count += 1
-        if isinstance(layer, keras.Model):
-            for attribute in ("predict_function", "test_function"):
-                if getattr(layer, attribute, None) is not None:
-                    setattr(layer, attribute, None)
-    return count
+        return getattr(shadow_weights_models, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def authors_wrap(layer, transform=None, min_kernel_size=3, seed=None, probability=1.0):
-    """The authors' default WAS setting as a `wrap=` function for `keras_wtrain.models.build_model`.
-
-    In the authors' code (`zlearh/Weight-Augmentation-Technology`) only k×k
-    convolutions with k ≥ 3 are augmented (regular and depthwise), never 1×1
-    convolutions or dense layers. Their ResNet, MobileNetV2, EfficientNet-Lite
-    and GoogLeNet pick, per layer and step, 50/50 between the shift
-    `RandomAffine(translate=(0.3, 0.3))` and the crop-and-stretch
-    `RandomResizedCrop((k, k), scale=(0.8, 1.0))`; one VGG variant uses only the
-    shift, their default VGG only the crop. This function uses the 50/50 choice
-    (`RandomChoice([RandomTranslate(0.3), RandomResizedCrop()])`): on the MNIST
-    CNN it trained better than the shift alone (see
-    `benchmarks/results/shadow_weights.md`). It wraps `Conv1D/2D/3D` and
-    `DepthwiseConv1D/2D` layers whose kernel sizes are all ≥ `min_kernel_size`
-    in `ShadowWeights` and returns every other layer (Dense included)
-    unchanged. It cannot tell a network's stem from other convolutions (the
-    authors leave ResNet stems plain). The learnable scale `α` is left off
-    (see `ShadowWeights`).
-
-    Args:
-        layer: a Keras layer.
-        transform: the transform (default: 50/50 `RandomTranslate(0.3)` or
-            `RandomResizedCrop()`); e.g. `RandomTranslate(0.3)` for the shift alone.
-        min_kernel_size: smallest spatial kernel size that is augmented.
-        seed: int seed of the wrapper (None: random).
-        probability: probability that a training step uses the shadow weights (`ShadowWeights(probability=)`).
-
-    Returns:
-        `ShadowWeights(layer, ...)` or `layer` itself.
-
-    Example:
-
-    ```python
-    from keras_wtrain.layers.shadow_weights import authors_wrap
-    from keras_wtrain.models import build_model
-
-    model = build_model("cnn", (28, 28, 1), 10, wrap=authors_wrap)
-    ```
-    """
-    if not layer_kinds.is_augmentable_convolution(layer, min_kernel_size):
-        return layer
-    if transform is None:
-        transform = transforms_lib.RandomChoice(
-            [transforms_lib.RandomTranslate(0.3), transforms_lib.RandomResizedCrop()]
-        )
-    return ShadowWeights(layer, transform=transform, seed=seed, probability=probability)
-
-
-def desire_sparsity(model):
-    """Counts the non-zero weights and the multiply-adds of every `ShadowWeights` layer in DOM.
-
-    For each built wrapped layer, the DOM kernel (the stored `desire_kernel`
-    of a layer in DOM; for a layer in AOM, the kernel DOM would use, computed
-    from the current plain weights) is compared with the plain kernel. Counts
-    are per example: multiply-adds of a layer are `kernel entries × output
-    positions` (for a convolution, `output_h · output_w · taps · cin · cout`
-    with `cin` per group; a depthwise one `taps · cin · multiplier`), the
-    plain layer's for `macs_plain`. `macs_desire_executed` counts what DOM
-    really computes: the kept box of taps when the DOM kernel runs as a
-    smaller convolution (`ShadowWeights.desire_plan`), else the full kernel
-    (Keras multiplies the zeros of a masked kernel). `macs_desire` counts the
-    non-zero DOM weights: what a sparse kernel would need.
-
-    Args:
-        model: a Keras model or layer.
-
-    Returns:
-        A list of dicts, one per layer: `name`, `entries`, `nonzero_plain`,
-        `nonzero_desire`, `macs_plain`, `macs_desire`, `macs_desire_executed`
-        (ints, per example) and `desire_kernel_shape` (the kernel shape DOM
-        executes).
-
-    Example:
-
-    ```python
-    import keras
-    from keras_wtrain.layers.shadow_weights import ShadowWeights
-    from keras_wtrain.layers.shadow_weights import desire_sparsity
-
-    model = keras.Sequential([keras.Input((8, 8, 4)), ShadowWeights(keras.layers.Conv2D(16, 3, padding="same"))])
-    [row] = desire_sparsity(model)
-    assert row["desire_kernel_shape"] == (2, 2, 4, 16)  # a one-tap shift runs as a 2x2 convolution
-    assert row["macs_desire_executed"] * 9 == row["macs_plain"] * 4
-    ```
-    """
-    rows = []
-    for layer in shadow_weight_layers(model):
-        if not layer.built:
-            continue
-        plain = np.asarray(ops.convert_to_numpy(layer.plain_kernel()))
-        if layer.desire_kernel is not None and layer.mode == "desire":
-            shadow = np.asarray(ops.convert_to_numpy(layer.desire_kernel.value))
-        elif layer.desire_fixed is not None:
-            shadow = np.asarray(ops.convert_to_numpy(layer.desire_kernel_value()))
-        else:
-            shadow = np.asarray(ops.convert_to_numpy(layer.shadow_kernel(layer.desire_seed or 0)))
-        output_shape = layer.compute_output_shape(layer._build_input_shape)
-        channels_first = getattr(layer.target_layer, "data_format", "channels_last") == "channels_first"
-        positions_shape = output_shape[2:] if channels_first else output_shape[1:-1]
-        positions = int(np.prod([d for d in positions_shape if d is not None])) if positions_shape else 1
-        reduced = layer.desire_plan(layer._build_input_shape)
-        executed_shape = tuple(plain.shape)
-        if reduced is not None:
-            executed_shape = reduced.kernel_size + executed_shape[len(reduced.kernel_size) :]
-        rows.append(
-            {
-                "name": layer.name,
-                "entries": int(plain.size),
-                "nonzero_plain": int(np.count_nonzero(plain)),
-                "nonzero_desire": int(np.count_nonzero(shadow)),
-                "macs_plain": int(plain.size) * positions,
-                "macs_desire": int(np.count_nonzero(shadow)) * positions,
-                "macs_desire_executed": int(np.prod(executed_shape)) * positions,
-                "desire_kernel_shape": executed_shape,
-            }
-        )
-    return rows
+def __dir__():
+    return sorted(set(globals()) | set(__all__))

@@ -1,7 +1,8 @@
 """`Model`: a `keras.Model` that trains with loss noise and/or gradient dropout, through Keras' own hooks.
 
 No `train_step` is copied or overridden. The randomness maths lives in
-`keras_wtrain.training.randomness` (backend-free):
+`keras_wtrain.training.randomness_ops` (backend-free), its configuration in
+`keras_wtrain.training.randomness`:
 
 - loss noise is applied in `compute_loss` (shared by every backend): the
   per-example factors `xi` multiply `sample_weight` before Keras' compiled loss
@@ -30,8 +31,8 @@ from keras_wtrain import optimizers as wt_optimizers
 from keras_wtrain.training.randomness import Constant
 from keras_wtrain.training.randomness import GradientDropout
 from keras_wtrain.training.randomness import LossNoise
-from keras_wtrain.training.randomness import loss_noise_factors
-from keras_wtrain.training.randomness import noisy_sample_weight
+from keras_wtrain.training.randomness_ops import loss_noise_factors
+from keras_wtrain.training.randomness_ops import noisy_sample_weight
 from keras_wtrain.validation import check_seed
 
 __all__ = ["Model", "WrappedModel", "wrap"]
