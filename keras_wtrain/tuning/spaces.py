@@ -372,7 +372,9 @@ def search_space(hp, techniques=TECHNIQUES, seed=None, schedule_steps=1000):
             "gradient_dropout_rate", 0.0, 0.5, step=1 / 256, default=0.0
         )
     if "shadow" in techniques:
-        transform = values["shadow_transform"] = hp.Choice("shadow_transform", list(SHADOW_TRANSFORMS), default="shift")
+        transform = values["shadow_transform"] = hp.Choice(
+            "shadow_transform", list(SHADOW_TRANSFORMS), default="crop_stretch"
+        )
         strength = values["shadow_strength"] = hp.Float("shadow_strength", 0.1, 0.5, default=0.3)
         config.shadow = {"transform": transform, "strength": strength}
     if "weightnorm" in techniques:
