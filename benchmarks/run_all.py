@@ -149,7 +149,10 @@ def run_compare(quick):
 
 def _table(name):
     path = RESULTS / f"{name}.md"
-    return path.read_text().strip() if path.exists() else "_Not measured yet: run `python benchmarks/run_all.py`._"
+    if not path.exists():
+        return "_Not measured yet: run `python benchmarks/run_all.py`._"
+    # Images are linked relative to benchmarks/results/; the page shows its own copy under assets/ instead.
+    return "\n".join(line for line in path.read_text().strip().splitlines() if not line.startswith("!["))
 
 
 def write_docs_page():
