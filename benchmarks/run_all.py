@@ -195,6 +195,22 @@ def write_docs_page():
             "![Test accuracy against sharpness](assets/results/accuracy_vs_sharpness.png)",
             "",
         ]
+    small = RESULTS / "compare_small_data" / "results.md"
+    if small.exists():
+        # `keras-wtrain compare --regime small-data --out benchmarks/results/compare_small_data`: scarce data.
+        lines = small.read_text().splitlines()
+        parts += [
+            "## The small-data regime: `keras-wtrain compare --regime small-data`",
+            "",
+            *[line for line in lines[2:5] if line.strip()],
+            "",
+            "Full report with the mechanism table: `benchmarks/results/compare_small_data/results.md`.",
+            "",
+            *[line for line in lines[: lines.index("## Mechanisms")] if line.startswith("|")],
+            "",
+            *[line for line in lines if line.startswith("- **")],
+            "",
+        ]
     parts += [
         "## Step-time overhead vs plain Keras",
         "",
