@@ -21,7 +21,29 @@ from keras_wtrain.training.randomness import GradientDropout
 from keras_wtrain.training.randomness_ops import drop_gradients
 from keras_wtrain.validation import check_seed
 
-__all__ = ["GradientDropoutOptimizer", "find_gradient_dropout"]
+__all__ = ["GradientDropoutOptimizer", "find_gradient_dropout", "find_wrapped"]
+
+
+def find_wrapped(optimizer, cls):
+    """The outermost instance of `cls` in `optimizer`'s chain of wrapped optimizers (`inner_optimizer` links), or None.
+
+    Example:
+
+    ```python
+    import keras
+    from keras_wtrain.optimizers import find_wrapped
+
+    scaled = keras.optimizers.LossScaleOptimizer(keras.optimizers.SGD())
+    assert find_wrapped(scaled, keras.optimizers.SGD) is scaled.inner_optimizer
+    ```
+    """
+    seen = set()
+    while optimizer is not None and id(optimizer) not in seen:
+        if isinstance(optimizer, cls):
+            return optimizer
+        seen.add(id(optimizer))
+        optimizer = getattr(optimizer, "inner_optimizer", None)
+    return None
 
 
 def find_gradient_dropout(optimizer):
@@ -46,13 +68,7 @@ def find_gradient_dropout(optimizer):
     assert find_gradient_dropout(wrapped) is wrapped.inner_optimizer
     ```
     """
-    seen = set()
-    while optimizer is not None and id(optimizer) not in seen:
-        if isinstance(optimizer, GradientDropoutOptimizer):
-            return optimizer
-        seen.add(id(optimizer))
-        optimizer = getattr(optimizer, "inner_optimizer", None)
-    return None
+    return find_wrapped(optimizer, GradientDropoutOptimizer)
 
 
 @keras.saving.register_keras_serializable(package="keras_wtrain")

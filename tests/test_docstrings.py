@@ -14,6 +14,7 @@ PUBLIC_MODULES = (
     "keras_wtrain.backends",
     "keras_wtrain.batchnorm",
     "keras_wtrain.callbacks",
+    "keras_wtrain.callbacks.relaxed_mask",
     "keras_wtrain.cli",
     "keras_wtrain.compare",
     "keras_wtrain.comparison",

@@ -61,17 +61,6 @@ def _as_randomness(name, value, cls, numbers):
     return cls(value)
 
 
-def _has_loss_scaling(optimizer):
-    """Whether a `LossScaleOptimizer` is anywhere in `optimizer`'s chain of wrapped optimizers."""
-    seen = set()
-    while optimizer is not None and id(optimizer) not in seen:
-        if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
-            return True
-        seen.add(id(optimizer))
-        optimizer = getattr(optimizer, "inner_optimizer", None)
-    return False
-
-
 def _replica_info():
     """`(replica_id, num_replicas)` of the current `tf.distribute` replica context (TensorFlow only)."""
     if keras.backend.backend() != "tensorflow":
@@ -314,7 +303,10 @@ class Model(keras.Model):
                 seed=None if self._wt_seed is None else self._wt_seed + 1,
                 name="gradient_dropout",
             )
-        if not isinstance(optimizer, keras.optimizers.LossScaleOptimizer) and _has_loss_scaling(optimizer):
+        if (
+            not isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
+            and wt_optimizers.find_wrapped(optimizer, keras.optimizers.LossScaleOptimizer) is not None
+        ):
             if len(args) > 7:  # auto_scale_loss given positionally
                 args = args[:7] + (False,) + args[8:]
             else:
