@@ -39,6 +39,29 @@ def machine():
     return info
 
 
+def single_threaded():
+    """Runs TensorFlow (and PyTorch, if importable) on one thread; call before the first TensorFlow op.
+
+    On the 2-vCPU machines these benchmarks run on, two-threaded step times switch between two modes
+    about 2x apart, from round to round and whatever the model (e.g. an MLP step at 6 or 13 ms), so a
+    ratio of two models' medians says which mode each happened to get. One thread gives one mode
+    (7-10 ms for that MLP), and a step-time ratio measures the work a technique adds.
+
+    Returns:
+        The number of threads, for the result files.
+    """
+    import tensorflow as tf
+
+    tf.config.threading.set_intra_op_parallelism_threads(1)
+    tf.config.threading.set_inter_op_parallelism_threads(1)
+    try:
+        import torch
+    except ImportError:
+        return 1
+    torch.set_num_threads(1)
+    return 1
+
+
 def time_fit_steps(model, x, y, batch_size, steps):
     """Seconds per training step of one `fit` epoch over `steps` batches (model already compiled and warm)."""
     n = batch_size * steps
@@ -51,22 +74,37 @@ def interleaved_step_times(models, x, y, batch_size=128, steps=20, repeats=7):
     """Median seconds per train step of each model, measured in interleaved rounds.
 
     Each model is warmed up (compiled) first; then `repeats` rounds each time every
-    model once, in turn, so background load affects all of them alike.
+    model once, in turn (the order reversed every other round, so no model always
+    runs right after the same one), so background load affects all of them alike.
+    The first model is the reference: `paired_ratio` is the median over rounds of
+    a model's time over the reference's time *in the same round*, which cancels
+    load that drifts between rounds (a median of medians does not).
 
     Args:
-        models: dict name -> compiled model.
+        models: dict name -> compiled model; the first one is the reference.
         x, y: training arrays with at least `batch_size * steps` rows.
 
     Returns:
-        dict name -> {"median_s": ..., "all_s": [...]}.
+        dict name -> {"median_s": ..., "all_s": [...], "paired_ratio": ..., "round_ratios": [...]}.
     """
     for model in models.values():
         time_fit_steps(model, x, y, batch_size, 2)
-    times = {name: [] for name in models}
-    for _ in range(repeats):
-        for name, model in models.items():
-            times[name].append(time_fit_steps(model, x, y, batch_size, steps))
-    return {name: {"median_s": statistics.median(t), "all_s": t} for name, t in times.items()}
+    names = list(models)
+    times = {name: [] for name in names}
+    for round_ in range(repeats):
+        for name in names if round_ % 2 == 0 else names[::-1]:
+            times[name].append(time_fit_steps(models[name], x, y, batch_size, steps))
+    reference = times[names[0]]
+    out = {}
+    for name, t in times.items():
+        ratios = [a / b for a, b in zip(t, reference)]
+        out[name] = {
+            "median_s": statistics.median(t),
+            "all_s": t,
+            "paired_ratio": statistics.median(ratios),
+            "round_ratios": ratios,
+        }
+    return out
 
 
 def write_results(name, payload, table_lines):

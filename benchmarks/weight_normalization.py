@@ -1,7 +1,9 @@
 """Step-time overhead of WeightNormalization vs plain Keras (and of PyTorch's weight_norm, if installed).
 
 Median train-step time of an MLP (784-512-512-10) and the MNIST CNN, plain vs wrapped, batch 128,
-`jit_compile=True`, interleaved repeats in one process. Writes results/weight_normalization.{json,md}.
+`jit_compile=True`, interleaved repeats in one process, one thread (`common.single_threaded`); the ratio is the
+median over rounds of the wrapped model's time over the plain one's in the same round.
+Writes results/weight_normalization.{json,md}.
 
     python benchmarks/weight_normalization.py [--quick]
 """
@@ -17,6 +19,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import keras  # noqa: E402
 from common import interleaved_step_times  # noqa: E402
+from common import single_threaded  # noqa: E402
 from common import write_results  # noqa: E402
 
 import keras_wtrain  # noqa: E402
@@ -44,7 +47,10 @@ def keras_models(kind, x):
 
 
 def torch_ratio(kind, x, y, batch_size, steps, repeats):
-    """Median step time of torch plain vs torch weight_norm on the same shapes (eager, CPU)."""
+    """Step times of torch plain vs torch weight_norm on the same shapes (eager, CPU), interleaved rounds.
+
+    `ratio` is the median over rounds of weight_norm's time over plain's in the same round.
+    """
     try:
         import torch
         from torch import nn
@@ -96,14 +102,15 @@ def torch_ratio(kind, x, y, batch_size, steps, repeats):
     for net, opt in nets.values():
         epoch(net, opt, 2)
     times = {k: [] for k in nets}
-    for _ in range(repeats):
-        for k, (net, opt) in nets.items():
+    for round_ in range(repeats):
+        for k in list(nets) if round_ % 2 == 0 else list(nets)[::-1]:
+            net, opt = nets[k]
             times[k].append(epoch(net, opt, steps))
     med = {k: statistics.median(v) for k, v in times.items()}
     return {
         "plain_s": med["plain"],
         "weight_norm_s": med["weight_norm"],
-        "ratio": med["weight_norm"] / med["plain"],
+        "ratio": statistics.median(a / b for a, b in zip(times["weight_norm"], times["plain"])),
         "torch": torch.__version__,
     }
 
@@ -112,13 +119,14 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="fewer steps and repeats")
     args = parser.parse_args(argv)
-    steps, repeats = (8, 5) if args.quick else (20, 7)
+    threads = single_threaded()
+    steps, repeats = (8, 5) if args.quick else (20, 9)
     data = load_mnist5k()
     x, y = data.x_train, data.y_train
-    results = {"batch_size": 128, "steps": steps, "repeats": repeats, "models": {}}
+    results = {"batch_size": 128, "steps": steps, "repeats": repeats, "threads": threads, "models": {}}
     for kind in ("mlp", "cnn"):
         times = interleaved_step_times(keras_models(kind, x), x, y, 128, steps, repeats)
-        ratio = times["weightnorm"]["median_s"] / times["plain"]["median_s"]
+        ratio = times["weightnorm"]["paired_ratio"]
         entry = {
             "plain_s": times["plain"]["median_s"],
             "weightnorm_s": times["weightnorm"]["median_s"],
