@@ -3,7 +3,9 @@
 `Trajectory` pairs a `CheckpointBuffer` (the last `T` checkpoints) with the EMA of every checkpoint
 recorded since the start (`averaging.ema_accumulate`), saves both together (so a disk-backed
 trajectory resumes in a new process), and rolls both back when training resumes from an earlier
-step. `checkpoint_due` is the schedule: which global steps are checkpointed.
+step: the EMA from the copy `mark()` saved (the recorders mark it at every epoch end, where
+`keras.callbacks.BackupAndRestore` backs up), so checkpoints the ring buffer has overwritten still
+count. `checkpoint_due` is the schedule: which global steps are checkpointed.
 
 Example:
 
@@ -58,11 +60,13 @@ class Trajectory:
         size: floats per checkpoint (`P`).
         ema_decay: EMA decay per checkpoint, in [0, 1).
         directory: optional directory of a disk-backed, resumable buffer (see `CheckpointBuffer`);
-            the EMA is saved there as `sewa_ema.npy` with its count and last step in the state file.
+            the EMA is saved there as `sewa_ema.npy` with its count and last step in the state file, its
+            last `mark()` as `sewa_ema_mark.npy`.
 
     Attributes:
         buffer: the `CheckpointBuffer`.
         ema: the `EmaState` of every checkpoint recorded (and not rolled back).
+        ema_mark: the `EmaState` saved by the last `mark()` (None before one), where a rollback restarts the EMA.
 
     Example:
 
@@ -83,6 +87,13 @@ class Trajectory:
         average = self.buffer.arrays.get("ema") if count else None
         step = int(self.buffer.metadata.get("ema_step", -1))
         self.ema = EmaState(average, count, step) if average is not None else EmaState()
+        mark = self.buffer.arrays.get("ema_mark")
+        metadata = self.buffer.metadata
+        self.ema_mark = (
+            EmaState(np.array(mark), int(metadata["ema_mark_count"]), int(metadata["ema_mark_step"]))
+            if mark is not None and "ema_mark_count" in metadata
+            else None
+        )
 
     def __len__(self):
         return len(self.buffer)
@@ -110,7 +121,41 @@ class Trajectory:
 
     def _save(self):
         arrays = {} if self.ema.average is None else {"ema": self.ema.average}
-        self.buffer.save(arrays=arrays, metadata={"ema_count": self.ema.count, "ema_step": self.ema.step})
+        metadata = {"ema_count": self.ema.count, "ema_step": self.ema.step}
+        if self.ema_mark is not None:
+            arrays["ema_mark"] = self.ema_mark.average
+            metadata.update(ema_mark_count=self.ema_mark.count, ema_mark_step=self.ema_mark.step)
+        else:  # no mark, or one dropped with a rolled-back segment: a reopened buffer must not find it
+            self.buffer.metadata.pop("ema_mark_count", None)
+            self.buffer.metadata.pop("ema_mark_step", None)
+        self.buffer.save(arrays=arrays, metadata=metadata)
+
+    def mark(self):
+        """Saves a copy of the EMA as it is now: a later `drop_after` at or after its step restarts from it.
+
+        Marked where training may later resume (the recorders call it at every epoch end, where
+        `keras.callbacks.BackupAndRestore` backs up), so the EMA of a rolled-back run counts every
+        checkpoint before the resumed step, also those the ring buffer no longer holds.
+
+        Example:
+
+        ```python
+        import numpy as np
+        from keras_wtrain.callbacks.trajectory import Trajectory
+
+        trajectory = Trajectory(capacity=1, size=1, ema_decay=0.5)
+        for step in (1, 2):
+            trajectory.record(np.array([float(step)], "float32"), step)
+        trajectory.mark()                                    # EMA of steps 1 and 2: 1.5
+        trajectory.record(np.array([3.0], "float32"), 3)     # overwrites step 2 in the 1-slot buffer
+        trajectory.drop_after(2)                             # resume from step 2
+        assert trajectory.ema.average.tolist() == [1.5]      # not rebuilt from the kept checkpoints
+        ```
+        """
+        if self.ema.average is None:
+            return
+        self.ema_mark = EmaState(np.array(self.ema.average, np.float32), self.ema.count, self.ema.step)
+        self._save()
 
     def record(self, flat, step):
         """Keeps checkpoint `flat` of global `step` and folds it into the EMA; saves both.
@@ -135,7 +180,9 @@ class Trajectory:
     def drop_after(self, step):
         """Forgets checkpoints taken after global `step` (a rolled-back segment); returns how many.
 
-        The EMA cannot be rolled back: if it saw a dropped checkpoint it is rebuilt from the kept ones.
+        If the EMA saw a dropped checkpoint it restarts from the last `mark()` at or before `step` and
+        folds in the kept checkpoints after the mark; without such a mark it is rebuilt from the kept
+        checkpoints only (those the ring buffer overwrote are then missing from it).
 
         Example:
 
@@ -152,9 +199,12 @@ class Trajectory:
         dropped = self.buffer.drop_after(step)
         if not dropped:
             return 0
+        if self.ema_mark is not None and self.ema_mark.step > step:
+            self.ema_mark = None  # marked in the rolled-back segment
         if self.ema.step > step:
-            self.ema = EmaState()
+            self.ema = EmaState() if self.ema_mark is None else self.ema_mark
             for row, kept_step in zip(self.buffer.checkpoints(), self.buffer.steps):
-                self.ema = ema_accumulate(self.ema, row, kept_step, self.ema_decay)
+                if kept_step > self.ema.step:
+                    self.ema = ema_accumulate(self.ema, row, kept_step, self.ema_decay)
         self._save()
         return dropped

@@ -127,6 +127,11 @@ class TrajectoryRecorder(keras.callbacks.Callback):
             # `_optimizer_step` read `self.model`, which on JAX synced the variables of this step.
             self._trajectory.record(self._flat.read(), self._step)
 
+    def on_epoch_end(self, epoch, logs=None):
+        # Where `BackupAndRestore` backs up: a run resumed from here restarts its EMA from this mark.
+        if self._trajectory is not None and self._ready:
+            self._trajectory.mark()
+
     @property
     def model_size(self):
         """Number of float weights stored per checkpoint (`P`)."""

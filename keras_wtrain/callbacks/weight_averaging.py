@@ -416,6 +416,7 @@ class SelectiveWeightAveraging(TrajectoryRecorder):
         return checkpoints_needed(get_averaging_rule(self.strategy), self.k)
 
     def on_epoch_end(self, epoch, logs=None):
+        super().on_epoch_end(epoch, logs)
         if not self.evaluate_every_epoch or logs is None or self.num_stored < self._needed():
             return
         saved = self.current_weights()

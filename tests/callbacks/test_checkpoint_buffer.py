@@ -98,6 +98,49 @@ def test_trajectory_ema_and_rollback_match_numpy(tmp_path):
     assert reopened.drop_after(4) == 0
 
 
+def test_trajectory_rollback_restarts_the_ema_from_its_mark_in_a_new_process(tmp_path):
+    rows = {step: _row(step) * (-1) ** step for step in range(1, 10)}
+
+    def numpy_ema(steps):
+        ema = rows[steps[0]].astype(np.float64)
+        for s in steps[1:]:
+            ema = 0.6 * ema + 0.4 * rows[s]
+        return ema
+
+    directory = str(tmp_path / "t")
+    trajectory = Trajectory(capacity=2, size=4, ema_decay=0.6, directory=directory)
+    for step in range(1, 5):
+        trajectory.record(rows[step], step)
+    trajectory.mark()  # an epoch end at step 4 (a backup)
+    for step in range(5, 9):  # the 2-slot ring buffer overwrites every checkpoint up to step 6
+        trajectory.record(rows[step], step)
+    # A new process resumes from the backup at step 4: the EMA is the one of steps 1-4, though the buffer no
+    # longer holds any of them.
+    reopened = Trajectory(capacity=2, size=4, ema_decay=0.6, directory=directory)
+    assert reopened.ema_mark.step == 4 and reopened.ema_mark.count == 4
+    assert reopened.drop_after(4) == 2 and len(reopened) == 0
+    assert reopened.ema.step == 4 and reopened.ema.count == 4
+    np.testing.assert_allclose(reopened.ema.average, numpy_ema([1, 2, 3, 4]), rtol=1e-5, atol=1e-6)
+    # Training goes on from step 4, with an epoch end (mark) at step 6, and is rolled back there once more.
+    for step in (5, 6):
+        reopened.record(rows[step], step)
+    reopened.mark()
+    for step in (7, 8):
+        reopened.record(rows[step], step)
+    assert reopened.drop_after(6) == 2 and len(reopened) == 0  # steps 5 and 6 were overwritten too
+    np.testing.assert_allclose(reopened.ema.average, numpy_ema([1, 2, 3, 4, 5, 6]), rtol=1e-5, atol=1e-6)
+    # A mark taken after the resumed step belongs to the rolled-back segment: dropped, also from the disk, and
+    # the EMA is rebuilt from the kept checkpoints.
+    other = str(tmp_path / "other")
+    trajectory = Trajectory(capacity=3, size=4, ema_decay=0.6, directory=other)
+    for step in (1, 2, 3):
+        trajectory.record(rows[step], step)
+    trajectory.mark()
+    assert trajectory.drop_after(2) == 1 and trajectory.ema_mark is None and trajectory.steps.tolist() == [1, 2]
+    np.testing.assert_allclose(trajectory.ema.average, numpy_ema([1, 2]), rtol=1e-5, atol=1e-6)
+    assert Trajectory(capacity=3, size=4, ema_decay=0.6, directory=other).ema_mark is None
+
+
 def test_trajectory_reads_a_directory_written_by_the_previous_version(tmp_path):
     # The layout written before the split: sewa_buffer.npy, sewa_ema.npy and a flat sewa_state.json.
     directory = tmp_path / "old"

@@ -1,4 +1,4 @@
-"""SeWA's relaxed-mask optimisation (keras_wtrain.callbacks.relaxed_mask) and selection, checked against numpy and Keras' Adam."""
+"""SeWA's relaxed-mask optimisation (`callbacks.relaxed_mask`) and selection, checked against numpy and Keras' Adam."""
 
 import itertools
 

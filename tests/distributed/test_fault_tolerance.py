@@ -30,13 +30,7 @@ FINISH_TIMEOUT_S = 240
 
 CASES = {
     "sewa": None,
-    "sewa_ema_window_overwritten": (
-        "SelectiveWeightAveraging's EMA cannot be rolled back: Trajectory.drop_after "
-        "(keras_wtrain/callbacks/trajectory.py:155-158) rebuilds it from the kept checkpoints only, and by the kill "
-        "the 6-slot ring buffer has overwritten every checkpoint before the backup step but one, so strategy='ema' "
-        "installs the EMA of a truncated trajectory (a limitation stated in "
-        "docs/techniques/selective_weight_averaging.md)"
-    ),
+    "sewa_ema_window_overwritten": None,
     "optimum_shifting": None,
     "optimum_shifting_after_backup": (
         "callback order: with BackupAndRestore listed before OptimumShifting the epoch-end backup is written before "
