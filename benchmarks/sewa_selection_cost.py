@@ -14,24 +14,18 @@ Writes results/sewa_selection_cost.{json,md}.
 
 import argparse
 import os
-import statistics
 import sys
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
 from common import write_results  # noqa: E402
-from weight_averaging import EpochTimer  # noqa: E402
+from weight_averaging import train_recording  # noqa: E402
 
 from keras_wtrain.callbacks.weight_averaging import SelectiveWeightAveraging  # noqa: E402
 from keras_wtrain.compare_settings import REGIMES  # noqa: E402
-from keras_wtrain.comparison import default_optimizer  # noqa: E402
-from keras_wtrain.comparison.techniques import averaging_schedule  # noqa: E402
 from keras_wtrain.data import load_mnist5k  # noqa: E402
-from keras_wtrain.models import build_model  # noqa: E402
 
 SETTINGS = {
     "defaults": {},
@@ -45,17 +39,7 @@ SETTINGS = {
 
 def run_seed(data, seed, cfg):
     x, y = data.x_train, data.y_train
-    steps_per_epoch = int(np.ceil(len(x) / cfg["batch_size"]))
-    schedule = averaging_schedule(cfg["epochs"], steps_per_epoch)
-    keras.utils.set_random_seed(seed)
-    model = build_model("cnn", x.shape[1:], data.num_classes)
-    model.compile(
-        default_optimizer(cfg["epochs"] * steps_per_epoch), keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-    )
-    recorder = SelectiveWeightAveraging(selection_data=(x, y), install=False, seed=seed, **schedule)
-    timer = EpochTimer()
-    model.fit(x, y, batch_size=cfg["batch_size"], epochs=cfg["epochs"], verbose=0, callbacks=[timer, recorder])
-    epoch_s = statistics.median(timer.times[1:])
+    model, recorder, schedule, epoch_s = train_recording(data, seed, cfg)
     checkpoints = recorder.checkpoints()
     lawa = list(range(len(checkpoints) - schedule["k"], len(checkpoints)))
     rows = {}

@@ -14,8 +14,9 @@ steps (`p0.5`, `p0.25`: `ShadowWeights(probability=...)`). Each setting runs wit
 plain model; differences are paired by seed, with a 95 % t-interval. Test accuracy after the last step
 (nothing selected on the test split), in AOM (plain weights), in DOM (the fixed one-tap shift, run as
 2x2 convolutions) and, for resnet-small, in AOM after re-estimating BatchNorm's statistics with the plain
-weights (`update_batchnorm_statistics` with every wrapper at `probability=0`): training collected them
-from shadow-weight activations. The plain model's statistics are re-estimated too for that comparison.
+weights (`update_batchnorm_statistics`, whose passes use the plain weights, as the library's
+`BatchNormStatisticsUpdate` callback does): training collected them from shadow-weight activations.
+The plain model's statistics are re-estimated too for that comparison.
 
 Settings run in priority order and each completes all models, regimes and seeds; a setting is not started
 once `--budget-minutes` of wall time have passed (reported). Writes results/shadow_ablation.{json,md,png}
@@ -135,12 +136,8 @@ class Trainer:
             row["test_dom"] = _accuracy(model, data.x_test, data.y_test)
             set_weight_mode(model, "accuracy")
         if self.kind == "resnet-small":
-            probabilities = [layer.probability for layer in layers]
-            for layer in layers:
-                layer.probability = 0.0  # training-mode passes with the plain weights
+            # With the plain weights in the training-mode passes (what `BatchNormStatisticsUpdate` does).
             update_batchnorm_statistics(model, data.x_train, batch_size=BATCH_SIZE)
-            for layer, probability in zip(layers, probabilities):
-                layer.probability = probability
             row["test_aom_bn"] = _accuracy(model, data.x_test, data.y_test)
         return row
 
@@ -323,7 +320,7 @@ def main(argv=None):
         "the last step on the 1,000 test images. DOM: the fixed one-tap shift, run as 2x2 convolutions. "
         "'BN re-estimated': BatchNorm statistics recomputed on the training set with the plain weights "
         "(for the plain model: recomputed with its weights).",
-        f"Wall time {total_min:.1f} min on 2 shared CPU cores (timings inflated by other jobs)"
+        f"Wall time {total_min:.1f} min on {os.cpu_count()} CPU cores"
         + (f"; not run (time budget of {budget:g} min): {', '.join(skipped)}." if skipped else "."),
         *table_lines(summary, regimes),
     ]

@@ -58,7 +58,12 @@ def evaluate(model, x, y):
     return float(loss), float(acc)
 
 
-def run_seed(data, seed, cfg):
+def train_recording(data, seed, cfg):
+    """Trains the converged-regime CNN once with a recording `SelectiveWeightAveraging(install=False)`.
+
+    Returns:
+        `(model, callback, schedule, epoch_s)`: `epoch_s` is the median training epoch, second epoch on.
+    """
     x, y = data.x_train, data.y_train
     steps_per_epoch = int(np.ceil(len(x) / cfg["batch_size"]))
     schedule = averaging_schedule(cfg["epochs"], steps_per_epoch)
@@ -72,7 +77,12 @@ def run_seed(data, seed, cfg):
     cb = SelectiveWeightAveraging(selection_data=(x, y), install=False, seed=seed, **schedule)
     timer = EpochTimer()
     model.fit(x, y, batch_size=cfg["batch_size"], epochs=cfg["epochs"], verbose=0, callbacks=[timer, cb])
-    epoch_s = statistics.median(timer.times[1:])
+    return model, cb, schedule, statistics.median(timer.times[1:])
+
+
+def run_seed(data, seed, cfg):
+    x, y = data.x_train, data.y_train
+    model, cb, schedule, epoch_s = train_recording(data, seed, cfg)
     final = cb.current_weights()
     _, train_acc = evaluate(model, x, y)
     test_loss, test_acc = evaluate(model, data.x_test, data.y_test)

@@ -62,7 +62,10 @@ def update_batchnorm_statistics(model, data, batch_size=128, max_examples=None):
     the plain average, over the batches of `data`, of each batch's mean and variance of the layer's
     inputs, computed by forward passes in training mode (`model(x, training=True)`, eagerly). During
     the pass each layer's `momentum` is set to `n / (n + 1)` for the `n`-th batch (0-based), which
-    turns Keras' exponential update into a cumulative mean; it is restored afterwards. Nothing but
+    turns Keras' exponential update into a cumulative mean; it is restored afterwards. `ShadowWeights`
+    layers compute with the kernels the model infers with during the pass (plain weights in AOM, the
+    DOM kernel in `"desire"` mode; `layers.inference_kernels_in_training`), not with fresh shadow
+    weights, so the statistics match inference. Nothing but
     the moving statistics changes (no optimizer step). Dropout layers run in training mode during
     the pass, as in PyTorch. Keras uses the biased batch variance (PyTorch the unbiased one).
 
@@ -102,11 +105,15 @@ def update_batchnorm_statistics(model, data, batch_size=128, max_examples=None):
     for layer in layers:
         for variable, fill in ((layer.moving_mean, keras.ops.zeros), (layer.moving_variance, keras.ops.ones)):
             variable.assign(fill(tuple(variable.shape), dtype=variable.dtype))
+    # Imported here: keras_wtrain.layers is the heavier package, and nothing else here needs it.
+    from keras_wtrain.layers.shadow_weights_models import inference_kernels_in_training
+
     try:
-        for n, x in enumerate(iter_x_batches(data, batch_size=batch_size, max_examples=max_examples)):
-            for layer in layers:
-                layer.momentum = n / (n + 1.0)
-            model(keras.tree.map_structure(keras.ops.convert_to_tensor, x), training=True)
+        with inference_kernels_in_training(model):
+            for n, x in enumerate(iter_x_batches(data, batch_size=batch_size, max_examples=max_examples)):
+                for layer in layers:
+                    layer.momentum = n / (n + 1.0)
+                model(keras.tree.map_structure(keras.ops.convert_to_tensor, x), training=True)
     finally:
         for layer, momentum in zip(layers, momenta):
             layer.momentum = momentum

@@ -113,7 +113,12 @@ _NAMES = {
     "GradientDropoutOptimizer": optimizers.GradientDropoutOptimizer,
     **{
         name: getattr(callbacks, name)
-        for name in ("WeightNormalizationInitializer", "SelectiveWeightAveraging", "OptimumShifting")
+        for name in (
+            "WeightNormalizationInitializer",
+            "SelectiveWeightAveraging",
+            "OptimumShifting",
+            "BatchNormStatisticsUpdate",
+        )
     },
     **{name: getattr(diagnostics, name) for name in ("hessian_trace", "sharpness", "FlatnessMonitor")},
     "PSO": _lazy(tuning, "PSO"),
@@ -330,6 +335,12 @@ raises("fixed-mask-type", "FixedMask('ab')", TypeError, "argument `mask`")
 raises("fixed-mask-range", "FixedMask(np.zeros((3, 3)))", ValueError, "argument `mask`")
 raises("function-transform-type", "FunctionTransform(5)", TypeError, "argument `fn`")
 raises("function-transform-spatial-type", "FunctionTransform(fn, spatial='yes')", TypeError, "argument `spatial`")
+fit_raises("bn-update-nan", "model", "x", "BatchNormStatisticsUpdate(x_nan)", ValueError, "argument `data`")
+fit_raises("bn-update-empty", "model", "x", "BatchNormStatisticsUpdate(x[:0])", ValueError, "argument `data`")
+raises("bn-update-data-none", "BatchNormStatisticsUpdate(None)", ValueError, "argument `data`")
+raises("bn-update-batch-size-type", "BatchNormStatisticsUpdate(x, batch_size='a')", TypeError, "`batch_size`")
+raises("bn-update-batch-size-range", "BatchNormStatisticsUpdate(x, batch_size=0)", ValueError, "`batch_size`")
+raises("bn-update-max-examples-range", "BatchNormStatisticsUpdate(x, max_examples=0)", ValueError, "`max_examples`")
 
 group("Loss noise and gradient dropout")
 raises("model-loss-noise-range", "Model(inputs, outputs, loss_noise=-1.0)", ValueError, "LossNoise: argument `stddev`")

@@ -5,6 +5,7 @@ from keras_wtrain.batchnorm import update_batchnorm_statistics
 from keras_wtrain.callbacks.averaging import AVERAGING_RULES
 from keras_wtrain.callbacks.averaging import Average
 from keras_wtrain.callbacks.averaging import AveragingContext
+from keras_wtrain.callbacks.batchnorm_update import BatchNormStatisticsUpdate
 from keras_wtrain.callbacks.checkpoint_buffer import CheckpointBuffer
 from keras_wtrain.callbacks.optimum_shifting import OptimumShifting
 from keras_wtrain.callbacks.optimum_shifting import minimum_norm_kernel
@@ -20,6 +21,7 @@ __all__ = [
     "AVERAGING_RULES",
     "Average",
     "AveragingContext",
+    "BatchNormStatisticsUpdate",
     "CheckpointBuffer",
     "OptimumShifting",
     "SeWA",

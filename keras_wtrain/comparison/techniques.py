@@ -37,10 +37,12 @@ class TechniqueSetup(NamedTuple):
 
     Attributes:
         model: the uncompiled Keras model to train.
-        callbacks: the technique's callbacks (weight averaging first, then optimum shifting).
+        callbacks: the technique's callbacks (weight averaging first, then optimum shifting, then, for
+            shadow weights on a model with batch normalization, `BatchNormStatisticsUpdate`).
         averaging: the `SelectiveWeightAveraging` callback, or None.
         shifting: the `OptimumShifting` callback, or None.
-        info: `wrapped_layers` (per wrapper) and the noise levels of the step-noise parts.
+        info: `wrapped_layers` (per wrapper), the noise levels of the step-noise parts and
+            `batchnorm_reestimated` (True when batch-norm statistics are re-estimated after training).
 
     Example:
 
@@ -237,4 +239,13 @@ def build_technique(technique, make_model, train, epochs, batch_size, seed):
 
         shifting = OptimumShifting(data=(x, y), seed=seed)
         callbacks.append(shifting)
+    if "shadow" in parts:
+        from keras_wtrain.batchnorm import batchnorm_layers
+        from keras_wtrain.callbacks import BatchNormStatisticsUpdate
+
+        if batchnorm_layers(model):
+            # Training collected the statistics from shadow-weight activations; AOM infers with the plain
+            # weights. Last, after any callback that changes the weights at the end of training.
+            callbacks.append(BatchNormStatisticsUpdate((x, y), batch_size=batch_size))
+            info["batchnorm_reestimated"] = True
     return TechniqueSetup(model, callbacks, averaging, shifting, info)

@@ -17,6 +17,7 @@ from keras_wtrain.layers.mean_only_batch_normalization import MeanOnlyBatchNorma
 from keras_wtrain.layers.shadow_weights import ShadowWeights
 from keras_wtrain.layers.shadow_weights_models import authors_wrap
 from keras_wtrain.layers.shadow_weights_models import desire_sparsity
+from keras_wtrain.layers.shadow_weights_models import inference_kernels_in_training
 from keras_wtrain.layers.shadow_weights_models import set_weight_mode
 from keras_wtrain.layers.shadow_weights_models import shadow_weight_layers
 from keras_wtrain.layers.weight_normalization import WeightNormalization
@@ -35,6 +36,7 @@ __all__ = [
     "fold_layers",
     "fold_weight_normalization",
     "initialize_weight_normalization",
+    "inference_kernels_in_training",
     "needs_data_init",
     "set_weight_mode",
     "shadow_weight_layers",

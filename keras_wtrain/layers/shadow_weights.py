@@ -196,6 +196,9 @@ class ShadowWeights(KernelReparametrization):
         self.desire_transform = desire_transform
         self.probability = probability
         self.seed_generator = keras.random.SeedGenerator(seed)
+        # Set by `shadow_weights_models.inference_kernels_in_training` while batch-norm statistics are
+        # re-estimated: training-mode calls then compute with the inference kernels (PW, or the DOM kernel).
+        self._inference_kernels_in_training = False
 
     @classmethod
     def from_config(cls, config):
@@ -340,7 +343,7 @@ class ShadowWeights(KernelReparametrization):
 
     def call_kernels(self, training=None):
         """Training: SW, a fresh draw (PW with probability `1 − probability`). Inference: None (AOM) or DOM kernel."""
-        if training:
+        if training and not self._inference_kernels_in_training:
             if self.probability == 0.0:
                 return None
             kernel = self.shadow_kernel(self.seed_generator)

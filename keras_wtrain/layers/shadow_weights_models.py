@@ -22,6 +22,8 @@ assert len(desire_sparsity(model)) == 2
 ```
 """
 
+import contextlib
+
 import keras
 import numpy as np
 from keras import ops
@@ -33,7 +35,13 @@ from keras_wtrain.layers.shadow_weights import MODES
 from keras_wtrain.layers.shadow_weights import ShadowWeights
 from keras_wtrain.validation import check_choice
 
-__all__ = ["authors_wrap", "desire_sparsity", "set_weight_mode", "shadow_weight_layers"]
+__all__ = [
+    "authors_wrap",
+    "desire_sparsity",
+    "inference_kernels_in_training",
+    "set_weight_mode",
+    "shadow_weight_layers",
+]
 
 
 def shadow_weight_layers(model):
@@ -57,6 +65,46 @@ def shadow_weight_layers(model):
     """
     layers = [model, *model._flatten_layers(include_self=False, recursive=True)]
     return [layer for layer in layers if isinstance(layer, ShadowWeights)]
+
+
+@contextlib.contextmanager
+def inference_kernels_in_training(model):
+    """Within this context, training-mode calls of every `ShadowWeights` in `model` use the inference kernels.
+
+    The kernels are those the model infers with: the plain weights PW (AOM) or the fixed DOM kernel
+    (`"desire"` mode), not fresh shadow weights. Batch-norm statistics re-estimated inside it
+    (`keras_wtrain.batchnorm.update_batchnorm_statistics` enters it) then describe the activations
+    of inference: training collected them from shadow-weight activations, which AOM never sees.
+    Eager calls only (a traced function keeps the kernels it was traced with).
+
+    Args:
+        model: a Keras model or layer.
+
+    Yields:
+        The list of `ShadowWeights` layers switched (restored on exit).
+
+    Example:
+
+    ```python
+    import numpy as np
+    from keras_wtrain.layers.shadow_weights_models import authors_wrap, inference_kernels_in_training
+    from keras_wtrain.models import build_model
+
+    model = build_model("cnn", (28, 28, 1), 10, wrap=authors_wrap)
+    x = np.random.rand(2, 28, 28, 1).astype("float32")
+    with inference_kernels_in_training(model):
+        np.testing.assert_allclose(model(x, training=True), model(x, training=False), atol=1e-5)
+    ```
+    """
+    layers = shadow_weight_layers(model)
+    previous = [layer._inference_kernels_in_training for layer in layers]
+    for layer in layers:
+        layer._inference_kernels_in_training = True
+    try:
+        yield layers
+    finally:
+        for layer, value in zip(layers, previous):
+            layer._inference_kernels_in_training = value
 
 
 def set_weight_mode(model, mode):

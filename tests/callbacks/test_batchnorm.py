@@ -71,3 +71,80 @@ def test_bad_arguments_and_old_import_paths():
         update_batchnorm_statistics(model, np.zeros((4, 5)), max_examples=2.5)
     assert keras_wtrain.callbacks.update_batchnorm_statistics is update_batchnorm_statistics
     assert keras_wtrain.callbacks.weight_averaging.update_batchnorm_statistics is update_batchnorm_statistics
+
+
+def _shadow_dense_bn(mode="accuracy", seed=0):
+    """A Dense layer trained with DropConnect shadow weights, then BatchNorm: SW != PW in every training call."""
+    from keras_wtrain.layers import ShadowWeights
+
+    keras.utils.set_random_seed(seed)
+    return keras.Sequential(
+        [
+            keras.Input((5,)),
+            ShadowWeights(keras.layers.Dense(6), "dropconnect", mode=mode, seed=seed),
+            keras.layers.BatchNormalization(),
+            keras.layers.Dense(3),
+        ]
+    )
+
+
+def _inference_kernel(model):
+    shadow = model.layers[0]
+    return keras.ops.convert_to_numpy(shadow.inference_kernels()[0]), keras.ops.convert_to_numpy(shadow.layer.bias)
+
+
+@pytest.mark.parametrize("mode", ["accuracy", "desire"])
+def test_shadow_weights_are_replaced_by_the_inference_kernels_while_statistics_are_estimated(rng, mode):
+    from keras_wtrain.layers import inference_kernels_in_training
+
+    x = rng.normal(size=(48, 5)).astype("float32")
+    model = _shadow_dense_bn(mode)
+    model(x)
+    shadow = model.layers[0]
+    if mode == "accuracy":  # outside the context a training call draws shadow weights: another output ...
+        assert not np.allclose(shadow(x, training=True), shadow(x, training=False), atol=1e-4)
+    with inference_kernels_in_training(model) as switched:
+        assert switched == [shadow]
+        np.testing.assert_allclose(shadow(x, training=True), shadow(x, training=False), atol=1e-5)
+    assert not shadow._inference_kernels_in_training  # restored
+    # ... and the re-estimated statistics are those of the inference kernel (PW in AOM, the DOM kernel), in numpy.
+    batches = [x[:16], x[16:32], x[32:]]
+    assert update_batchnorm_statistics(model, batches) == 1
+    kernel, bias = _inference_kernel(model)
+    if mode == "accuracy":
+        np.testing.assert_array_equal(kernel, keras.ops.convert_to_numpy(shadow.layer.kernel))
+    hidden = [b.astype(np.float64) @ kernel + bias for b in batches]
+    np.testing.assert_allclose(_moving(model)[0], np.mean([h.mean(0) for h in hidden], 0), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(_moving(model)[1], np.mean([h.var(0) for h in hidden], 0), rtol=1e-4, atol=1e-5)
+
+
+def test_batchnorm_statistics_update_callback_reestimates_at_the_end_of_fit(rng):
+    from keras_wtrain.callbacks import BatchNormStatisticsUpdate
+
+    x, y = rng.normal(size=(64, 5)).astype("float32"), np.arange(64) % 3
+    model = _shadow_dense_bn()
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    update = BatchNormStatisticsUpdate((x, y), batch_size=32)
+    model.fit(x, y, epochs=2, batch_size=16, verbose=0, callbacks=[update])
+    assert update.updated_layers == 1
+    kernel, bias = _inference_kernel(model)  # the trained plain weights
+    hidden = [b.astype(np.float64) @ kernel + bias for b in (x[:32], x[32:])]
+    np.testing.assert_allclose(_moving(model)[0], np.mean([h.mean(0) for h in hidden], 0), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(_moving(model)[1], np.mean([h.var(0) for h in hidden], 0), rtol=1e-4, atol=1e-5)
+    assert update.get_config() == {"batch_size": 32, "max_examples": None}
+    assert model.layers[1].momentum == 0.99
+
+
+def test_compare_reestimates_batchnorm_after_shadow_weights_on_models_with_batchnorm(rng):
+    from keras_wtrain.callbacks import BatchNormStatisticsUpdate
+    from keras_wtrain.comparison.techniques import build_technique
+    from keras_wtrain.models import build_model
+
+    x, y = rng.random((32, 28, 28, 1)).astype("float32"), np.arange(32) % 10
+    kinds = {}
+    for kind in ("cnn", "resnet-small"):
+        setup = build_technique(
+            "shadow", lambda wrap, kind=kind: build_model(kind, (28, 28, 1), 10, wrap=wrap), (x, y), 1, 16, 0
+        )
+        kinds[kind] = [type(c) for c in setup.callbacks]
+    assert kinds == {"cnn": [], "resnet-small": [BatchNormStatisticsUpdate]}
