@@ -192,6 +192,7 @@ class CheckpointBuffer:
         """Updates `arrays` / `metadata` and, with a `directory`, writes the buffer's state to disk.
 
         The state file is replaced atomically, so an interruption leaves the previous state readable.
+        Only the arrays given in this call are written (the others were written when they were given).
 
         Args:
             arrays: optional dict of numpy arrays to keep with the buffer (merged into `arrays`).
@@ -212,7 +213,7 @@ class CheckpointBuffer:
         if not self.directory:
             return
         self._rows.flush()
-        for name, value in self.arrays.items():
+        for name, value in (arrays or {}).items():
             np.save(os.path.join(self.directory, _ARRAY_FILE.format(name)), value)
         state = {"shape": [self.capacity, self.size], "slot_steps": self._slot_steps.tolist(), **self.metadata}
         path = os.path.join(self.directory, _STATE_FILE)

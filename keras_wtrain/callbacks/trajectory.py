@@ -119,11 +119,12 @@ class Trajectory:
         """
         return self.buffer.checkpoints()
 
-    def _save(self):
+    def _save(self, mark_changed=False):
         arrays = {} if self.ema.average is None else {"ema": self.ema.average}
         metadata = {"ema_count": self.ema.count, "ema_step": self.ema.step}
         if self.ema_mark is not None:
-            arrays["ema_mark"] = self.ema_mark.average
+            if mark_changed:  # written once per mark, not at every checkpoint
+                arrays["ema_mark"] = self.ema_mark.average
             metadata.update(ema_mark_count=self.ema_mark.count, ema_mark_step=self.ema_mark.step)
         else:  # no mark, or one dropped with a rolled-back segment: a reopened buffer must not find it
             self.buffer.metadata.pop("ema_mark_count", None)
@@ -155,7 +156,7 @@ class Trajectory:
         if self.ema.average is None:
             return
         self.ema_mark = EmaState(np.array(self.ema.average, np.float32), self.ema.count, self.ema.step)
-        self._save()
+        self._save(mark_changed=True)
 
     def record(self, flat, step):
         """Keeps checkpoint `flat` of global `step` and folds it into the EMA; saves both.
@@ -206,5 +207,5 @@ class Trajectory:
             for row, kept_step in zip(self.buffer.checkpoints(), self.buffer.steps):
                 if kept_step > self.ema.step:
                     self.ema = ema_accumulate(self.ema, row, kept_step, self.ema_decay)
-        self._save()
+        self._save(mark_changed=True)
         return dropped

@@ -112,8 +112,11 @@ def test_trajectory_rollback_restarts_the_ema_from_its_mark_in_a_new_process(tmp
     for step in range(1, 5):
         trajectory.record(rows[step], step)
     trajectory.mark()  # an epoch end at step 4 (a backup)
+    mark_file = os.path.join(directory, "sewa_ema_mark.npy")
+    written = os.stat(mark_file).st_mtime_ns
     for step in range(5, 9):  # the 2-slot ring buffer overwrites every checkpoint up to step 6
         trajectory.record(rows[step], step)
+    assert os.stat(mark_file).st_mtime_ns == written  # the copy is written once per mark, not per checkpoint
     # A new process resumes from the backup at step 4: the EMA is the one of steps 1-4, though the buffer no
     # longer holds any of them.
     reopened = Trajectory(capacity=2, size=4, ema_decay=0.6, directory=directory)
