@@ -7,9 +7,9 @@ from keras_wtrain.callbacks.averaging import Average
 from keras_wtrain.callbacks.averaging import AveragingContext
 from keras_wtrain.callbacks.batchnorm_update import BatchNormStatisticsUpdate
 from keras_wtrain.callbacks.checkpoint_buffer import CheckpointBuffer
+from keras_wtrain.callbacks.least_norm import minimum_norm_kernel
+from keras_wtrain.callbacks.model_shift import optimum_shift
 from keras_wtrain.callbacks.optimum_shifting import OptimumShifting
-from keras_wtrain.callbacks.optimum_shifting import minimum_norm_kernel
-from keras_wtrain.callbacks.optimum_shifting import optimum_shift
 from keras_wtrain.callbacks.selection import select_checkpoints
 from keras_wtrain.callbacks.selection_objective import SelectionObjective
 from keras_wtrain.callbacks.trajectory_recorder import TrajectoryRecorder

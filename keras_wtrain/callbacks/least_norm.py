@@ -60,7 +60,7 @@ def minimum_norm_kernel(inputs, kernel, rtol=1e-6):
 
     ```python
     import numpy as np
-    from keras_wtrain.callbacks.optimum_shifting import minimum_norm_kernel
+    from keras_wtrain.callbacks.least_norm import minimum_norm_kernel
 
     a, v = np.random.rand(5, 8), np.random.rand(8, 3)
     v_star = minimum_norm_kernel(a, v)

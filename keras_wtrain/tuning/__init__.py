@@ -22,9 +22,9 @@ __all__ = [
 
 _LOCATIONS = {
     "PSO": "keras_wtrain.tuning.pso",
-    "PSOOracle": "keras_wtrain.tuning.pso",
+    "PSOOracle": "keras_wtrain.tuning.pso_oracle",
     "HyperModel": "keras_wtrain.tuning.spaces",
-    "TechniqueConfig": "keras_wtrain.tuning.spaces",
+    "TechniqueConfig": "keras_wtrain.tuning.technique_config",
     "search_space": "keras_wtrain.tuning.spaces",
 }
 
