@@ -70,8 +70,8 @@ def test_backend_free_maths_on_jax():
         GradientDropout(1.0)
 
 
-def test_off_is_identical_to_keras_model():
-    x, y = _data(96)
+def _plain_keras_run(x, y):
+    """A seeded MLP `base` (untrained) and `plain`: a copy of it trained 2 epochs by plain Keras."""
     keras.utils.set_random_seed(0)
     base = keras.Sequential([keras.Input((12,)), keras.layers.Dense(16, activation="relu"), keras.layers.Dense(3)])
     start = _weights(base)
@@ -79,6 +79,12 @@ def test_off_is_identical_to_keras_model():
     plain.set_weights(start)
     plain.compile(keras.optimizers.Adam(1e-2), SCCE, jit_compile=True)
     plain.fit(x, y, batch_size=16, epochs=2, shuffle=False, verbose=0)
+    return base, plain
+
+
+def test_off_is_identical_to_keras_model():
+    x, y = _data(96)
+    base, plain = _plain_keras_run(x, y)
     ours = wrap(base, loss_noise=0.0, gradient_dropout=0.0)
     ours.compile(keras.optimizers.Adam(1e-2), SCCE, jit_compile=True)
     ours.fit(x, y, batch_size=16, epochs=2, shuffle=False, verbose=0)
@@ -220,13 +226,7 @@ def test_gradient_dropout_optimizer_rate_zero_is_plain_keras_and_mixed_precision
     from keras_wtrain.optimizers import GradientDropoutOptimizer
 
     x, y = _data(96)
-    keras.utils.set_random_seed(0)
-    base = keras.Sequential([keras.Input((12,)), keras.layers.Dense(16, activation="relu"), keras.layers.Dense(3)])
-    start = _weights(base)
-    plain = keras.models.clone_model(base)
-    plain.set_weights(start)
-    plain.compile(keras.optimizers.Adam(1e-2), SCCE, jit_compile=True)
-    plain.fit(x, y, batch_size=16, epochs=2, shuffle=False, verbose=0)
+    base, plain = _plain_keras_run(x, y)
     base.compile(GradientDropoutOptimizer(keras.optimizers.Adam(1e-2), 0.0), SCCE, jit_compile=True)
     base.fit(x, y, batch_size=16, epochs=2, shuffle=False, verbose=0)
     for a, b in zip(_weights(plain), _weights(base)):
