@@ -31,12 +31,12 @@ import numpy as np  # noqa: E402
 from common import interval  # noqa: E402
 from common import write_results  # noqa: E402
 
-from keras_wtrain.callbacks.optimum_shifting import OptimumShifting  # noqa: E402
-from keras_wtrain.data import load_mnist5k  # noqa: E402
+from keras_wtrain.comparison.datasets import load_mnist5k  # noqa: E402
+from keras_wtrain.comparison.models import build_model  # noqa: E402
 from keras_wtrain.diagnostics import hessian_trace  # noqa: E402
 from keras_wtrain.diagnostics import mean_loss  # noqa: E402
 from keras_wtrain.diagnostics import sharpness  # noqa: E402
-from keras_wtrain.models import build_model  # noqa: E402
+from keras_wtrain.optimum_shifting.callback import OptimumShifting  # noqa: E402
 
 LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 

@@ -1,7 +1,7 @@
 """Loss noise and gradient dropout (arXiv:2404.03992): step-time overhead and an MNIST-5k accuracy grid.
 
 1. Median train-step time of the MLP (784-512-512-10) and the MNIST CNN, plain `keras.Model` with Adam vs
-   `keras_wtrain.training.wrap(..., loss_noise=LossNoise())` (loss noise in `compute_loss`) and vs the plain
+   `keras_wtrain.randomness.wrap(..., loss_noise=LossNoise())` (loss noise in `compute_loss`) and vs the plain
    model compiled with `GradientDropoutOptimizer(Adam, GradientDropout())` (p = 0.1, 8-bit masks),
    batch 128, `jit_compile=True`, interleaved repeats in one process, wall time and process CPU time (all
    threads; other jobs on a shared machine disturb it much less). Targets: loss noise <= 1.02, gradient
@@ -28,12 +28,12 @@ import numpy as np  # noqa: E402
 from common import time_fit_steps  # noqa: E402
 from common import write_results  # noqa: E402
 
-from keras_wtrain.data import load_mnist5k  # noqa: E402
-from keras_wtrain.models import build_model  # noqa: E402
-from keras_wtrain.optimizers import GradientDropoutOptimizer  # noqa: E402
-from keras_wtrain.training.model import wrap  # noqa: E402
-from keras_wtrain.training.randomness import GradientDropout  # noqa: E402
-from keras_wtrain.training.randomness import LossNoise  # noqa: E402
+from keras_wtrain.comparison.datasets import load_mnist5k  # noqa: E402
+from keras_wtrain.comparison.models import build_model  # noqa: E402
+from keras_wtrain.randomness.gradient_dropout import GradientDropoutOptimizer  # noqa: E402
+from keras_wtrain.randomness.settings import GradientDropout  # noqa: E402
+from keras_wtrain.randomness.settings import LossNoise  # noqa: E402
+from keras_wtrain.randomness.wrapping import wrap  # noqa: E402
 
 TARGETS = {"loss_noise": 1.02, "gradient_dropout": 1.10}
 VARIANTS = ("plain", "loss_noise", "gradient_dropout")

@@ -60,8 +60,8 @@ def overhead(quick):
     import numpy as np
 
     from keras_wtrain.comparison import build_technique
-    from keras_wtrain.data import load_mnist5k
-    from keras_wtrain.models import build_model
+    from keras_wtrain.comparison.datasets import load_mnist5k
+    from keras_wtrain.comparison.models import build_model
 
     threads = single_threaded()
     data = load_mnist5k()

@@ -23,9 +23,9 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import write_results  # noqa: E402
 from weight_averaging import train_recording  # noqa: E402
 
-from keras_wtrain.callbacks.weight_averaging import SelectiveWeightAveraging  # noqa: E402
-from keras_wtrain.compare_settings import REGIMES  # noqa: E402
-from keras_wtrain.data import load_mnist5k  # noqa: E402
+from keras_wtrain.averaging.sewa import SelectiveWeightAveraging  # noqa: E402
+from keras_wtrain.comparison.datasets import load_mnist5k  # noqa: E402
+from keras_wtrain.comparison.settings import REGIMES  # noqa: E402
 
 SETTINGS = {
     "defaults": {},

@@ -39,13 +39,13 @@ import numpy as np  # noqa: E402
 from common import RESULTS  # noqa: E402
 from common import write_results  # noqa: E402
 
-from keras_wtrain.batchnorm import update_batchnorm_statistics  # noqa: E402
-from keras_wtrain.data import load_mnist5k  # noqa: E402
-from keras_wtrain.layers import transforms  # noqa: E402
-from keras_wtrain.layers.shadow_weights import authors_wrap  # noqa: E402
-from keras_wtrain.layers.shadow_weights import set_weight_mode  # noqa: E402
-from keras_wtrain.layers.shadow_weights import shadow_weight_layers  # noqa: E402
-from keras_wtrain.models import build_model  # noqa: E402
+from keras_wtrain._core.batchnorm import update_batchnorm_statistics  # noqa: E402
+from keras_wtrain.comparison.datasets import load_mnist5k  # noqa: E402
+from keras_wtrain.comparison.models import build_model  # noqa: E402
+from keras_wtrain.shadow_weights import transforms  # noqa: E402
+from keras_wtrain.shadow_weights.modes import authors_wrap  # noqa: E402
+from keras_wtrain.shadow_weights.modes import set_weight_mode  # noqa: E402
+from keras_wtrain.shadow_weights.modes import shadow_weight_layers  # noqa: E402
 
 BATCH_SIZE = 50
 MODELS = ("cnn", "resnet-small")

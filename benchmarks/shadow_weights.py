@@ -26,13 +26,13 @@ import numpy as np  # noqa: E402
 from common import interleaved_step_times  # noqa: E402
 from common import write_results  # noqa: E402
 
-from keras_wtrain.data import load_mnist5k  # noqa: E402
-from keras_wtrain.layers import fold_layers  # noqa: E402
-from keras_wtrain.layers.shadow_weights import ShadowWeights  # noqa: E402
-from keras_wtrain.layers.shadow_weights import authors_wrap  # noqa: E402
-from keras_wtrain.layers.shadow_weights import desire_sparsity  # noqa: E402
-from keras_wtrain.layers.shadow_weights import set_weight_mode  # noqa: E402
-from keras_wtrain.models import build_model  # noqa: E402
+from keras_wtrain._core.kernel_reparametrization import fold_layers  # noqa: E402
+from keras_wtrain.comparison.datasets import load_mnist5k  # noqa: E402
+from keras_wtrain.comparison.models import build_model  # noqa: E402
+from keras_wtrain.shadow_weights.modes import authors_wrap  # noqa: E402
+from keras_wtrain.shadow_weights.modes import desire_sparsity  # noqa: E402
+from keras_wtrain.shadow_weights.modes import set_weight_mode  # noqa: E402
+from keras_wtrain.shadow_weights.wrapper import ShadowWeights  # noqa: E402
 
 TARGET_RATIO = 1.10
 
@@ -83,7 +83,7 @@ VARIANTS = {
 
 
 def _variant_wrap(variant):
-    from keras_wtrain.layers import transforms
+    from keras_wtrain.shadow_weights import transforms
 
     transform = {
         "choice": None,

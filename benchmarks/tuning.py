@@ -1,12 +1,12 @@
 """PSO vs Keras Tuner's RandomSearch and BayesianOptimization on this library's search space.
 
 Each tuner searches the same 4-d space for a small MLP (64-32-10) on scikit-learn's 8x8 digits
-(`keras_wtrain.data.load_digits`: 1,078 train / 360 validation / 359 test images):
+(`keras_wtrain.comparison.datasets.load_digits`: 1,078 train / 360 validation / 359 test images):
 
 - `learning_rate`: Float [1e-4, 1e-1], log scale (the model's Adam);
 - `loss_noise_stddev` (Float [0, 1]), `loss_noise_schedule` (`constant` / `linear_decay`) and
-  `gradient_dropout_rate` (Float [0, 0.5]): `keras_wtrain.tuning.search_space`'s ranges for
-  `techniques=("loss-noise", "grad-dropout")`, applied by `keras_wtrain.tuning.HyperModel`.
+  `gradient_dropout_rate` (Float [0, 0.5]): `keras_wtrain.tuning.spaces.search_space`'s ranges for
+  `techniques=("loss-noise", "grad-dropout")`, applied by `keras_wtrain.tuning.spaces.HyperModel`.
 
 Every tuner runs with its defaults except the shared budget: `PSO` with its default 5 particles and
 30 trials, `RandomSearch`, `BayesianOptimization` (12 random initial points: 3 x the 4 dimensions,
@@ -45,10 +45,10 @@ import scipy.stats  # noqa: E402
 from common import RESULTS  # noqa: E402
 from common import write_results  # noqa: E402
 
-from keras_wtrain.data import load_digits  # noqa: E402
-from keras_wtrain.tuning import PSO  # noqa: E402
-from keras_wtrain.tuning import HyperModel  # noqa: E402
-from keras_wtrain.tuning import search_space  # noqa: E402
+from keras_wtrain.comparison.datasets import load_digits  # noqa: E402
+from keras_wtrain.tuning.pso import PSO  # noqa: E402
+from keras_wtrain.tuning.spaces import HyperModel  # noqa: E402
+from keras_wtrain.tuning.spaces import search_space  # noqa: E402
 
 TECHNIQUES = ("loss-noise", "grad-dropout")
 FULL = {"seeds": 3, "max_trials": 30, "swarm_size": None, "epochs": 6, "batch_size": 32}
@@ -58,7 +58,7 @@ TUNERS = ("PSO", "RandomSearch", "BayesianOptimization")
 
 class _NoTensorBoardImport:
     """Keras Tuner 1.4.8 imports `tensorboard` for every trial under TensorFlow, which TF >= 2.20 no longer
-    installs; it is only needed with a TensorBoard callback (the same guard as `keras_wtrain.tuning.PSO`)."""
+    installs; it is only needed with a TensorBoard callback (the same guard as `keras_wtrain.tuning.pso.PSO`)."""
 
     def _configure_tensorboard_dir(self, callbacks, trial, execution=0):
         if any(callback.__class__.__name__ == "TensorBoard" for callback in callbacks):

@@ -31,12 +31,12 @@ import numpy as np  # noqa: E402
 from common import interval  # noqa: E402
 from common import write_results  # noqa: E402
 
-from keras_wtrain.callbacks.weight_averaging import SelectiveWeightAveraging  # noqa: E402
-from keras_wtrain.compare_settings import REGIMES  # noqa: E402
+from keras_wtrain.averaging.sewa import SelectiveWeightAveraging  # noqa: E402
 from keras_wtrain.comparison import default_optimizer  # noqa: E402
+from keras_wtrain.comparison.datasets import load_mnist5k  # noqa: E402
+from keras_wtrain.comparison.models import build_model  # noqa: E402
+from keras_wtrain.comparison.settings import REGIMES  # noqa: E402
 from keras_wtrain.comparison.techniques import averaging_schedule  # noqa: E402
-from keras_wtrain.data import load_mnist5k  # noqa: E402
-from keras_wtrain.models import build_model  # noqa: E402
 
 STRATEGIES = ("swa", "lawa", "ema", "random", "sewa")
 

@@ -23,9 +23,9 @@ from common import single_threaded  # noqa: E402
 from common import write_results  # noqa: E402
 
 import keras_wtrain  # noqa: E402
-from keras_wtrain.data import load_mnist5k  # noqa: E402
+from keras_wtrain.comparison.datasets import load_mnist5k  # noqa: E402
+from keras_wtrain.comparison.models import build_model  # noqa: E402
 from keras_wtrain.layers import WeightNormalization  # noqa: E402
-from keras_wtrain.models import build_model  # noqa: E402
 
 TARGETS = {"mlp": 1.10, "cnn": 1.05}
 

@@ -9,13 +9,13 @@ import tempfile
 import keras
 import numpy as np
 
-from keras_wtrain.data import load_mnist5k
-from keras_wtrain.models import build_model
-from keras_wtrain.training.model import Model
-from keras_wtrain.training.model import wrap
-from keras_wtrain.training.randomness import GradientDropout
-from keras_wtrain.training.randomness import LinearDecay
-from keras_wtrain.training.randomness import LossNoise
+from keras_wtrain.comparison.datasets import load_mnist5k
+from keras_wtrain.comparison.models import build_model
+from keras_wtrain.randomness.model import Model
+from keras_wtrain.randomness.settings import GradientDropout
+from keras_wtrain.randomness.settings import LinearDecay
+from keras_wtrain.randomness.settings import LossNoise
+from keras_wtrain.randomness.wrapping import wrap
 
 
 def compile_model(model):

@@ -9,9 +9,9 @@ import tempfile
 import keras
 import numpy as np
 
-from keras_wtrain.callbacks.optimum_shifting import OptimumShifting
-from keras_wtrain.data import load_mnist5k
-from keras_wtrain.models import build_model
+from keras_wtrain.comparison.datasets import load_mnist5k
+from keras_wtrain.comparison.models import build_model
+from keras_wtrain.optimum_shifting.callback import OptimumShifting
 
 
 def main():
@@ -20,7 +20,7 @@ def main():
     keras.utils.set_random_seed(0)
     loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
-    # 1. The MNIST CNN of keras_wtrain.models (Conv2D blocks + Dense head); jit_compile=True works.
+    # 1. The MNIST CNN of keras_wtrain.comparison.models (Conv2D blocks + Dense head); jit_compile=True works.
     model = build_model("cnn", (28, 28, 1), data.num_classes)
     model.compile(keras.optimizers.Adam(1e-3), loss, metrics=["accuracy"], jit_compile=not tiny)  # XLA compile time
 

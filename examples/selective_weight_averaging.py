@@ -9,9 +9,9 @@ import tempfile
 import keras
 import numpy as np
 
-from keras_wtrain.callbacks.weight_averaging import SelectiveWeightAveraging
-from keras_wtrain.data import load_mnist5k
-from keras_wtrain.models import build_model
+from keras_wtrain.averaging.sewa import SelectiveWeightAveraging
+from keras_wtrain.comparison.datasets import load_mnist5k
+from keras_wtrain.comparison.models import build_model
 
 
 def main():

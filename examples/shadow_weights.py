@@ -9,11 +9,11 @@ import tempfile
 import keras
 import numpy as np
 
-from keras_wtrain.data import load_mnist5k
-from keras_wtrain.layers import transforms
-from keras_wtrain.layers.shadow_weights import ShadowWeights
-from keras_wtrain.layers.shadow_weights import desire_sparsity
-from keras_wtrain.layers.shadow_weights import set_weight_mode
+from keras_wtrain.comparison.datasets import load_mnist5k
+from keras_wtrain.shadow_weights import transforms
+from keras_wtrain.shadow_weights.modes import desire_sparsity
+from keras_wtrain.shadow_weights.modes import set_weight_mode
+from keras_wtrain.shadow_weights.wrapper import ShadowWeights
 
 
 def main():

@@ -13,8 +13,8 @@ import os
 import keras
 import keras_tuner
 
-from keras_wtrain.data import load_mnist5k
-from keras_wtrain.models import build_model
+from keras_wtrain.comparison.datasets import load_mnist5k
+from keras_wtrain.comparison.models import build_model
 from keras_wtrain.tuning.pso import PSO
 from keras_wtrain.tuning.spaces import HyperModel
 

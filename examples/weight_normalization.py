@@ -10,7 +10,7 @@ import keras
 import numpy as np
 
 import keras_wtrain
-from keras_wtrain.data import load_mnist5k
+from keras_wtrain.comparison.datasets import load_mnist5k
 from keras_wtrain.layers import WeightNormalization
 
 

@@ -2,7 +2,7 @@
 
 Every public name is loaded on first use (module `__getattr__`), so
 `import keras_wtrain` on its own is cheap and imports neither Keras nor
-TensorFlow: the command line (`keras_wtrain.cli`) answers `--help` and bad
+TensorFlow: the command line (`keras_wtrain.comparison.cli`) answers `--help` and bad
 arguments before any backend starts.
 
 When Keras is already imported, `import keras_wtrain` also imports the modules
@@ -31,36 +31,45 @@ __version__ = "0.1.0"
 
 # name -> (module, attribute or None for the module itself)
 _LAZY = {
-    "callbacks": ("keras_wtrain.callbacks", None),
-    "compare": ("keras_wtrain.compare", None),
-    "comparison": ("keras_wtrain.comparison", None),
-    "data": ("keras_wtrain.data", None),
-    "data_adapters": ("keras_wtrain.data_adapters", None),
+    # the technique packages
+    "weight_normalization": ("keras_wtrain.weight_normalization", None),
+    "shadow_weights": ("keras_wtrain.shadow_weights", None),
+    "randomness": ("keras_wtrain.randomness", None),
+    "averaging": ("keras_wtrain.averaging", None),
+    "optimum_shifting": ("keras_wtrain.optimum_shifting", None),
     "diagnostics": ("keras_wtrain.diagnostics", None),
-    "layer_kinds": ("keras_wtrain.layer_kinds", None),
-    "layers": ("keras_wtrain.layers", None),
-    "models": ("keras_wtrain.models", None),
-    "optimizers": ("keras_wtrain.optimizers", None),
-    "rng": ("keras_wtrain.rng", None),
-    "training": ("keras_wtrain.training", None),
     "tuning": ("keras_wtrain.tuning", None),
-    "validation": ("keras_wtrain.validation", None),
-    "GradientDropout": ("keras_wtrain.training.randomness", "GradientDropout"),
-    "LossNoise": ("keras_wtrain.training.randomness", "LossNoise"),
-    "Model": ("keras_wtrain.training.model", "Model"),
-    "fold_weight_normalization": ("keras_wtrain.layers.weight_normalization", "fold_weight_normalization"),
+    "comparison": ("keras_wtrain.comparison", None),
+    # the namespaces Keras users look in
+    "callbacks": ("keras_wtrain.callbacks", None),
+    "layers": ("keras_wtrain.layers", None),
+    "optimizers": ("keras_wtrain.optimizers", None),
+    # the most used names
+    "GradientDropout": ("keras_wtrain.randomness.settings", "GradientDropout"),
+    "LossNoise": ("keras_wtrain.randomness.settings", "LossNoise"),
+    "Model": ("keras_wtrain.randomness.model", "Model"),
+    "compare": ("keras_wtrain.comparison.harness", "compare"),
+    "fold_weight_normalization": ("keras_wtrain.weight_normalization.wrapper", "fold_weight_normalization"),
     "initialize_weight_normalization": (
-        "keras_wtrain.layers.weight_normalization_init",
+        "keras_wtrain.weight_normalization.data_init",
         "initialize_weight_normalization",
     ),
-    "set_weight_mode": ("keras_wtrain.layers.shadow_weights_models", "set_weight_mode"),
-    "wrap": ("keras_wtrain.training.wrapping", "wrap"),
+    "set_weight_mode": ("keras_wtrain.shadow_weights.modes", "set_weight_mode"),
+    "wrap": ("keras_wtrain.randomness.wrapping", "wrap"),
 }
 
 __all__ = sorted([*_LAZY, "register_serializables"])
 
 # The modules holding every class that `.keras` files name (each class is registered with Keras on import).
-_SERIALIZABLE_MODULES = ("keras_wtrain.layers", "keras_wtrain.training", "keras_wtrain.optimizers")
+_SERIALIZABLE_MODULES = (
+    "keras_wtrain.weight_normalization",
+    "keras_wtrain.shadow_weights",
+    "keras_wtrain.randomness",
+    "keras_wtrain.averaging",
+    "keras_wtrain.optimum_shifting",
+    "keras_wtrain.diagnostics",
+    "keras_wtrain._core.batchnorm",
+)
 
 
 def register_serializables():

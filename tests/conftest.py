@@ -45,14 +45,14 @@ def _reset_keras_state():
 
 @pytest.fixture(scope="session")
 def mnist5k():
-    from keras_wtrain.data import load_mnist5k
+    from keras_wtrain.comparison.datasets import load_mnist5k
 
     return load_mnist5k()
 
 
 @pytest.fixture(scope="session")
 def digits():
-    from keras_wtrain.data import load_digits
+    from keras_wtrain.comparison.datasets import load_digits
 
     return load_digits()
 

@@ -29,12 +29,12 @@ import keras_wtrain
 from keras_wtrain import callbacks
 from keras_wtrain import diagnostics
 from keras_wtrain import layers
-from keras_wtrain import optimizers
-from keras_wtrain import training
+from keras_wtrain import randomness as training
 from keras_wtrain import tuning
 from keras_wtrain.comparison import InputError
 from keras_wtrain.comparison import compare
-from keras_wtrain.layers import transforms
+from keras_wtrain.randomness import gradient_dropout as optimizers
+from keras_wtrain.shadow_weights import transforms
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "bad_input.md"
 SCRATCH = os.path.join(tempfile.gettempdir(), "keras_wtrain_bad_input")  # written only if a check went missing

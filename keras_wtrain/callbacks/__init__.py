@@ -1,36 +1,19 @@
-"""Callbacks of keras-wtrain."""
+"""The callbacks of keras-wtrain, where Keras users look for them (re-exported from their technique packages)."""
 
-from keras_wtrain import _backend_guard  # noqa: F401  (refuses an unsupported backend)
-from keras_wtrain.batchnorm import update_batchnorm_statistics
-from keras_wtrain.callbacks.averaging import AVERAGING_RULES
-from keras_wtrain.callbacks.averaging import Average
-from keras_wtrain.callbacks.averaging import AveragingContext
-from keras_wtrain.callbacks.batchnorm_update import BatchNormStatisticsUpdate
-from keras_wtrain.callbacks.checkpoint_buffer import CheckpointBuffer
-from keras_wtrain.callbacks.least_norm import minimum_norm_kernel
-from keras_wtrain.callbacks.model_shift import optimum_shift
-from keras_wtrain.callbacks.optimum_shifting import OptimumShifting
-from keras_wtrain.callbacks.selection import select_checkpoints
-from keras_wtrain.callbacks.selection_objective import SelectionObjective
-from keras_wtrain.callbacks.trajectory_recorder import TrajectoryRecorder
-from keras_wtrain.callbacks.weight_averaging import SelectiveWeightAveraging
-from keras_wtrain.callbacks.weight_averaging import SeWA
-from keras_wtrain.callbacks.weight_normalization_init import WeightNormalizationInitializer
+from keras_wtrain._core.batchnorm import BatchNormStatisticsUpdate
+from keras_wtrain.averaging.recorder import TrajectoryRecorder
+from keras_wtrain.averaging.sewa import SelectiveWeightAveraging
+from keras_wtrain.averaging.sewa import SeWA
+from keras_wtrain.diagnostics.monitor import FlatnessMonitor
+from keras_wtrain.optimum_shifting.callback import OptimumShifting
+from keras_wtrain.weight_normalization.data_init import WeightNormalizationInitializer
 
 __all__ = [
-    "AVERAGING_RULES",
-    "Average",
-    "AveragingContext",
     "BatchNormStatisticsUpdate",
-    "CheckpointBuffer",
+    "FlatnessMonitor",
     "OptimumShifting",
     "SeWA",
-    "SelectionObjective",
     "SelectiveWeightAveraging",
     "TrajectoryRecorder",
     "WeightNormalizationInitializer",
-    "minimum_norm_kernel",
-    "optimum_shift",
-    "select_checkpoints",
-    "update_batchnorm_statistics",
 ]

@@ -1,50 +1,38 @@
 """`keras-wtrain compare` as a library: does a technique help a model, on real data, with verdicts you can trust.
 
-`compare(build_model, data, techniques=...)` trains plain Keras and each technique (or `+` combination) on the
-same splits with the same seeds, checks that the baseline converged, measures each technique's mechanism on the
-final models, and writes `results.json`, `results.md` (tables and one verdict per technique) and plots.
-
-Modules, one job each: `inputs` (the model and the data, checked before any training), `techniques` (a technique
-name -> model and callbacks), `runner` (one run of the paired-seed protocol), `mechanisms` (flatness and each
-technique's own measurements), `report` (statistics, convergence, verdicts, markdown), `plots`, and `harness`
-(`compare` itself).
-
-Example:
-
-```python
-import tempfile
-from keras_wtrain.comparison import compare
-
-results = compare("mlp", "digits", techniques=["weightnorm"], seeds=1, epochs=1, out=tempfile.mkdtemp(),
-                  progress=False, measure=False)
-print(results["verdicts"]["weightnorm"]["vs_baseline"]["verdict"])  # one seed
-```
+`compare(build_model, data, techniques=...)` trains plain Keras and each technique on the same splits and seeds and
+writes `results.json`, `results.md` and plots. Guide: docs/tutorials/does_it_help.md.
 """
 
-from keras_wtrain import _backend_guard  # noqa: F401  (refuses an unsupported backend)
-from keras_wtrain.compare_settings import DEFAULT_TECHNIQUES
-from keras_wtrain.compare_settings import DEFAULTS
-from keras_wtrain.compare_settings import QUICK
-from keras_wtrain.compare_settings import RECIPE
-from keras_wtrain.compare_settings import TECHNIQUES
-from keras_wtrain.comparison.harness import NotConvergedWarning
-from keras_wtrain.comparison.harness import compare
-from keras_wtrain.comparison.harness import environment
-from keras_wtrain.comparison.inputs import InputError
-from keras_wtrain.comparison.inputs import Inputs
-from keras_wtrain.comparison.inputs import as_splits
-from keras_wtrain.comparison.inputs import prepare
-from keras_wtrain.comparison.plots import write_plots
-from keras_wtrain.comparison.report import convergence
-from keras_wtrain.comparison.report import markdown_table
-from keras_wtrain.comparison.report import mechanism_table
-from keras_wtrain.comparison.report import summarize
-from keras_wtrain.comparison.report import verdict
-from keras_wtrain.comparison.report import verdict_lines
-from keras_wtrain.comparison.runner import StepTimer
-from keras_wtrain.comparison.runner import default_optimizer
-from keras_wtrain.comparison.runner import run_one
-from keras_wtrain.comparison.techniques import build_technique
+import importlib
+
+# Loaded on first use, so that the command line (`keras_wtrain.comparison.cli`) answers `--help` and bad arguments
+# before Keras or any backend is imported.
+_LOCATIONS = {
+    "NotConvergedWarning": "keras_wtrain.comparison.harness",
+    "compare": "keras_wtrain.comparison.harness",
+    "environment": "keras_wtrain.comparison.harness",
+    "InputError": "keras_wtrain.comparison.inputs",
+    "Inputs": "keras_wtrain.comparison.inputs",
+    "as_splits": "keras_wtrain.comparison.inputs",
+    "prepare": "keras_wtrain.comparison.inputs",
+    "write_plots": "keras_wtrain.comparison.plots",
+    "convergence": "keras_wtrain.comparison.report",
+    "markdown_table": "keras_wtrain.comparison.report",
+    "mechanism_table": "keras_wtrain.comparison.report",
+    "summarize": "keras_wtrain.comparison.report",
+    "verdict": "keras_wtrain.comparison.report",
+    "verdict_lines": "keras_wtrain.comparison.report",
+    "StepTimer": "keras_wtrain.comparison.runner",
+    "default_optimizer": "keras_wtrain.comparison.runner",
+    "run_one": "keras_wtrain.comparison.runner",
+    "DEFAULT_TECHNIQUES": "keras_wtrain.comparison.settings",
+    "DEFAULTS": "keras_wtrain.comparison.settings",
+    "QUICK": "keras_wtrain.comparison.settings",
+    "RECIPE": "keras_wtrain.comparison.settings",
+    "TECHNIQUES": "keras_wtrain.comparison.settings",
+    "build_technique": "keras_wtrain.comparison.techniques",
+}
 
 __all__ = [
     "DEFAULTS",
@@ -71,3 +59,32 @@ __all__ = [
     "verdict_lines",
     "write_plots",
 ]
+
+
+_SUBMODULES = (
+    "cli",
+    "datasets",
+    "harness",
+    "inputs",
+    "mechanisms",
+    "models",
+    "plots",
+    "report",
+    "runner",
+    "settings",
+    "techniques",
+)
+
+
+def __getattr__(name):
+    if name in _SUBMODULES:
+        return importlib.import_module(f"{__name__}.{name}")
+    if name not in _LOCATIONS:
+        raise AttributeError(f"module 'keras_wtrain.comparison' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_LOCATIONS[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))

@@ -1,10 +1,4 @@
-"""`compare`: every technique against plain Keras on the same splits and seeds, with verdicts and mechanisms.
-
-It resolves and checks the model and data (`inputs.prepare`, before any
-training), runs the paired-seed protocol (`runner.run_one` for every seed and
-technique), and writes `results.json`, `results.md` and the plots
-(`report`, `plots`).
-"""
+"""`compare`: every technique against plain Keras on the same splits and seeds, with verdicts and mechanisms."""
 
 import json
 import os
@@ -13,14 +7,13 @@ import platform
 import time
 import warnings
 
-from keras_wtrain import validation
-from keras_wtrain.compare_settings import DEFAULT_TECHNIQUES
-from keras_wtrain.compare_settings import DEFAULTS
-from keras_wtrain.compare_settings import MODEL_KINDS
-from keras_wtrain.compare_settings import RECIPE
-from keras_wtrain.compare_settings import parse_techniques
-from keras_wtrain.compare_settings import regime_settings
-from keras_wtrain.data import EMBEDDED_DATASETS
+from keras_wtrain._core import backend_guard  # noqa: F401  (refuses an unsupported backend)
+from keras_wtrain._core import validation
+from keras_wtrain.comparison.settings import DEFAULT_TECHNIQUES
+from keras_wtrain.comparison.settings import DEFAULTS
+from keras_wtrain.comparison.settings import RECIPE
+from keras_wtrain.comparison.settings import parse_techniques
+from keras_wtrain.comparison.settings import regime_settings
 
 __all__ = ["NotConvergedWarning", "compare", "environment"]
 
@@ -67,19 +60,6 @@ def environment():
 
         info["tensorflow"] = tf.__version__
     return info
-
-
-def _legacy_positional(model, data):
-    """`compare("digits", "mlp")` (the old order: dataset, then model) still works, with a warning."""
-    if isinstance(model, str) and model not in MODEL_KINDS and isinstance(data, str) and data in MODEL_KINDS:
-        if model in EMBEDDED_DATASETS or model.startswith("tfds:"):
-            warnings.warn(
-                "compare(dataset, model) by position is deprecated: call compare(model, data) or use keywords.",
-                DeprecationWarning,
-                stacklevel=3,
-            )
-            return data, model
-    return model, data
 
 
 def _verdicts(summary):
@@ -170,20 +150,16 @@ def compare(
 ):
     """Trains every technique and plain Keras on the same splits and seeds; writes tables, verdicts and plots.
 
-    Each technique (or `+` combination) is trained with the library's defaults, for the same epochs and with
-    the same optimizer as the baseline, once per seed `0 .. seeds-1`; the seed also fixes the initial weights
-    and the batch order, so differences are paired by seed. The final model is evaluated once on the test
-    split, then its mechanism is measured (`keras_wtrain.comparison.mechanisms`). `out` receives
-    `results.json`, `results.md` and `accuracy.png`, `validation_curves.png`, `accuracy_vs_sharpness.png`.
+    Protocol, verdicts and outputs: docs/tutorials/does_it_help.md. Cost: `seeds × (len(techniques) + 1)`
+    training runs, plus a Hessian-trace and sharpness measurement per run when `measure`.
 
     Args:
         model: `"cnn"` (default), `"mlp"`, `"resnet-small"`, or a function `build_model()` returning an
-            uncompiled `keras.Model` (functional or Sequential for the wrapping techniques, which rebuild it
-            with wrapped layers).
-        data: a dataset name (`"mnist5k"`, `"digits"`, `"tfds:NAME"`), a `keras_wtrain.data.Splits`, `(x, y)`
-            arrays or a `tf.data.Dataset` of `(x, y)` batches (split class-stratified 70/10/20 %, deterministically).
-        techniques: names from `keras_wtrain.compare_settings.TECHNIQUES` or combinations such as
-            `"weightnorm+sewa"` (default: every technique and the recommended recipe); the baseline is added.
+            uncompiled functional or Sequential `keras.Model`.
+        data: a dataset name (`"mnist5k"`, `"digits"`, `"tfds:NAME"`), a `Splits`, `(x, y)` arrays or a
+            `tf.data.Dataset` of `(x, y)` batches (split class-stratified 70/10/20 %).
+        techniques: names from `settings.TECHNIQUES` or combinations such as `"weightnorm+sewa"` (default: all
+            and the recipe); the baseline is added.
         seeds: number of seeds (default: the regime's).
         epochs: training epochs of every run (default: the regime's).
         train_size: training examples kept, class-stratified (default: the regime's for a named dataset, all of
@@ -192,9 +168,8 @@ def compare(
         out: output directory (created).
         progress: print a progress bar per run.
         dataset: the dataset name, as a keyword (the old call style; `data` wins when both are given).
-        regime: `"converged"` (default) or `"small-data"` (see `keras_wtrain.compare_settings.REGIMES`).
-        loss: the training loss (default: cross-entropy on logits, or on probabilities when the model outputs
-            rows that sum to 1).
+        regime: `"converged"` (default) or `"small-data"` (see `keras_wtrain.comparison.settings.REGIMES`).
+        loss: the training loss (default: cross-entropy, on probabilities if the outputs sum to 1, else logits).
         optimizer: `f(total_steps) -> keras optimizer` (default: Adam 1e-3 with cosine decay to 0).
         measure: measure the mechanisms (Hessian trace, sharpness, technique-specific values).
 
@@ -212,7 +187,7 @@ def compare(
     import tempfile
     import keras
     from keras_wtrain.comparison import compare
-    from keras_wtrain.data import load_digits
+    from keras_wtrain.comparison.datasets import load_digits
 
     def build_model():
         return keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten(), keras.layers.Dense(10)])
@@ -231,7 +206,7 @@ def compare(
     from keras_wtrain.comparison.report import verdict_lines
     from keras_wtrain.comparison.runner import run_one
 
-    model, data = _legacy_positional(model if model is not None else DEFAULTS["model"], data)
+    model = model if model is not None else DEFAULTS["model"]
     settings = regime_settings(regime)
     seeds = validation.check_int("seeds", settings["seeds"] if seeds is None else seeds, minimum=1)
     epochs = validation.check_int("epochs", settings["epochs"] if epochs is None else epochs, minimum=1)

@@ -1,15 +1,10 @@
-"""The model and the data of a comparison: a built-in model or the user's `build_model()`, data in any form.
-
-Everything here runs before any training, so a model or data the comparison
-cannot use is an `InputError` (a `ValueError`) that names what is wrong, and
-the command line turns it into one line and exit code 2.
-"""
+"""The model and the data of a comparison, checked before any training (`InputError` names what is wrong)."""
 
 import numpy as np
 
-from keras_wtrain import data_adapters
-from keras_wtrain.compare_settings import MODEL_KINDS
-from keras_wtrain.data import Splits
+from keras_wtrain._core import data_adapters
+from keras_wtrain.comparison.datasets import Splits
+from keras_wtrain.comparison.settings import MODEL_KINDS
 
 __all__ = ["InputError", "Inputs", "as_splits", "prepare"]
 
@@ -47,7 +42,7 @@ def _labels(y, name):
 
 def _stratified(labels, fractions, seed):
     """Deterministic class-stratified split of `range(len(labels))` into `len(fractions)` index arrays."""
-    from keras_wtrain.data import _stratified_split  # the embedded datasets' split, so user data is cut the same way
+    from keras_wtrain.comparison.datasets import _stratified_split  # the embedded datasets' split
 
     return _stratified_split(labels, list(fractions), seed)
 
@@ -60,8 +55,8 @@ def as_splits(data, name="data", train_size=None, seed=0):
     """Train/validation/test splits of `data`, deterministic for a given `seed`.
 
     Args:
-        data: a `keras_wtrain.data.Splits` (used as it is), `(x, y)` arrays or a `tf.data.Dataset` / iterable of
-            `(x, y)` batches (read to the end, then split class-stratified 70 / 10 / 20 % like the embedded datasets).
+        data: a `Splits` (used as it is), `(x, y)` arrays or a `tf.data.Dataset` / iterable of `(x, y)` batches
+            (read to the end, split class-stratified 70 / 10 / 20 %).
         name: how to call `data` in error messages.
         train_size: keep this many (class-stratified) training examples; None keeps all.
         seed: seed of the split.
@@ -166,15 +161,12 @@ def _default_loss(model, x, labels_are_one_hot):
 def prepare(model, data, train_size=None, loss=None, wrapping=False, seed=0):
     """Resolves and checks a comparison's model and data before any training.
 
-    Builds the model once and calls it on two training examples: its output must have one value per class.
-    With `wrapping` (a `weightnorm` or `shadow` technique is requested), the model is rebuilt once with the
-    wrappers, so a model that cannot be rebuilt fails here, not after other runs.
+    The model is built and called on two training examples (one output per class is required) and, with
+    `wrapping`, rebuilt once with wrappers, so a bad model fails here rather than after other runs.
 
     Args:
-        model: a built-in kind (`"cnn"`, `"mlp"`, `"resnet-small"`) or a function `build_model()` returning an
-            uncompiled `keras.Model`.
-        data: a dataset name (`"mnist5k"`, `"digits"`, `"tfds:NAME"`), a `Splits`, `(x, y)` arrays or a
-            `tf.data.Dataset` (see `as_splits`).
+        model: a built-in kind (`"cnn"`, `"mlp"`, `"resnet-small"`) or a function `build_model()`.
+        data: a dataset name, a `Splits`, `(x, y)` arrays or a `tf.data.Dataset` (see `as_splits`).
         train_size: training examples kept (class-stratified); None keeps all.
         loss: the loss (default: cross-entropy, on logits unless the model outputs probabilities).
         wrapping: also check that the model can be rebuilt with wrapped layers.
@@ -201,7 +193,7 @@ def prepare(model, data, train_size=None, loss=None, wrapping=False, seed=0):
     ```
     """
     if isinstance(data, str):
-        from keras_wtrain.data import load_dataset
+        from keras_wtrain.comparison.datasets import load_dataset
 
         try:
             splits = load_dataset(data, train_size=train_size)
@@ -214,7 +206,7 @@ def prepare(model, data, train_size=None, loss=None, wrapping=False, seed=0):
             raise InputError(
                 f"argument `model` must be one of {', '.join(MODEL_KINDS)} or a function; received {model!r}."
             )
-        from keras_wtrain.models import build_model
+        from keras_wtrain.comparison.models import build_model
 
         name = model
         shape, classes = tuple(splits.x_train.shape[1:]), splits.num_classes

@@ -80,9 +80,7 @@ def _sharpness(plt, runs, names, out):
 
 
 def write_plots(runs, summary, out):
-    """Writes `accuracy.png`, `validation_curves.png` and `accuracy_vs_sharpness.png` into `out`.
-
-    The sharpness plot is written only when the runs measured sharpness.
+    """Writes `accuracy.png`, `validation_curves.png` and (if measured) `accuracy_vs_sharpness.png` into `out`.
 
     Args:
         runs: the runs of `results.json`.

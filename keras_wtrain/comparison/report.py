@@ -1,17 +1,12 @@
-"""Summary statistics, the convergence check, verdicts and the markdown of a comparison.
-
-Differences are paired by seed: a technique's run with seed `s` is compared
-with the baseline's run with seed `s` (and a combination's with each of its
-parts' runs with seed `s`). Intervals are 95 % Student-t intervals over seeds.
-"""
+"""Summary statistics (paired by seed, 95 % Student-t intervals), the convergence check, verdicts and markdown."""
 
 import math
 
 import numpy as np
 
-from keras_wtrain.compare_settings import CONVERGENCE
-from keras_wtrain.compare_settings import parse_technique
 from keras_wtrain.comparison.mechanisms import finite
+from keras_wtrain.comparison.settings import CONVERGENCE
+from keras_wtrain.comparison.settings import parse_technique
 
 __all__ = ["convergence", "markdown_table", "mechanism_table", "summarize", "verdict", "verdict_lines"]
 
@@ -46,10 +41,8 @@ def summarize(runs, techniques):
         techniques: the technique names, in table order.
 
     Returns:
-        `{technique: entry}`; each statistic is `{"mean", "std", "ci95"}`. An entry has `n`, the
-        statistics present in the runs, `step_time_ratio` and `accuracy_diff_vs_baseline`, for a
-        combination `accuracy_diff_vs_parts` (`{part: statistic}` for the parts that were run), and
-        `mechanisms` (`{name: statistic}` of every numeric mechanism value measured in all its runs).
+        `{technique: entry}` with `n`, each statistic as `{"mean", "std", "ci95"}`, `step_time_ratio`,
+        `accuracy_diff_vs_baseline`, `accuracy_diff_vs_parts` (combinations) and `mechanisms`.
 
     Example:
 
@@ -106,13 +99,10 @@ def convergence(runs, criteria=None):
 
     Args:
         runs: the runs (those of `baseline` are used).
-        criteria: a dict like `keras_wtrain.compare_settings.CONVERGENCE` (the default).
+        criteria: a dict like `keras_wtrain.comparison.settings.CONVERGENCE` (the default).
 
     Returns:
-        `{"converged", "train_accuracy", "val_accuracy_change_points", "criteria", "message"}`:
-        `train_accuracy` is the baseline's training accuracy after training (mean over seeds),
-        `val_accuracy_change_points` how much its mean validation accuracy changed between the first and
-        the last of the last `window` epochs, in percentage points (None with fewer epochs).
+        `{"converged", "train_accuracy", "val_accuracy_change_points", "criteria", "message"}` (means over seeds).
 
     Example:
 
@@ -169,9 +159,8 @@ def verdict(diff):
         diff: a `{"mean", "std", "ci95"}` statistic of paired accuracy differences, or None.
 
     Returns:
-        `word` is "helped" (the 95 % interval lies above 0), "hurt" (below 0), "no significant change"
-        (it contains 0), "identical" (every seed equal), "one seed" (no interval) or "not run"; `mean`,
-        `low`, `high` in percentage points (NaN when undefined).
+        `word`: "helped", "hurt", "no significant change", "identical", "one seed" or "not run"; `mean`, `low`,
+        `high` in percentage points (NaN when undefined).
 
     Example:
 
@@ -207,10 +196,7 @@ def _sentence(name, diff, against="plain Keras"):
 
 
 def verdict_lines(summary):
-    """One markdown line per technique: helped / hurt / no significant change vs the baseline, with the CI.
-
-    A combination gets a second line against its best part (the part with the highest mean test accuracy
-    among those run), saying whether it beats it.
+    """One markdown line per technique vs the baseline, with the CI; a combination also vs its best part.
 
     Args:
         summary: the output of `summarize`.

@@ -1,13 +1,4 @@
-"""The paired-seed protocol: every technique trained on the same splits with the same seeds, one run each.
-
-For each seed `s` and each technique, `keras.utils.set_random_seed(s)` is set
-before the model is built, so the baseline and every technique that does not
-change the layers start from the same weights and see the same batches. A run
-trains for the same number of epochs with the same optimizer (Adam, cosine
-decay of the learning rate to 0 over the run), evaluates the final model once
-on the training, validation and test splits (nothing is selected on the test
-split), then measures its mechanism (`keras_wtrain.comparison.mechanisms`).
-"""
+"""The paired-seed protocol: one run of one technique with one seed (see docs/tutorials/does_it_help.md)."""
 
 import resource
 import time
@@ -24,11 +15,9 @@ LEARNING_RATE = 1e-3
 
 
 class StepTimer(keras.callbacks.Callback):
-    """Records the wall time between consecutive ends of training batches.
+    """Records the wall time between consecutive ends of training batches, callbacks' work included.
 
-    The interval covers the step itself and every other callback's per-batch
-    work, so callback-based techniques are charged for what they cost. The
-    first epoch (tracing/compilation) is excluded from `median_step_s`.
+    The first epoch (tracing/compilation) is excluded from `median_step_s`.
 
     Example:
 
@@ -87,10 +76,7 @@ class _Progress(keras.callbacks.Callback):
 
 
 def default_optimizer(total_steps):
-    """Adam with the learning rate decayed from 1e-3 to 0 along a cosine over `total_steps` steps.
-
-    The decay lets every run end at rest (the baseline's validation accuracy stops moving), so the final
-    models compared are converged ones rather than snapshots of a noisy trajectory.
+    """Adam with the learning rate decayed from 1e-3 to 0 along a cosine, so every run ends at rest.
 
     Args:
         total_steps: optimizer steps of the run.
@@ -128,9 +114,8 @@ def run_one(technique, inputs, seed, epochs, batch_size, progress=True, measure=
         optimizer: `f(total_steps) -> optimizer` (default `default_optimizer`).
 
     Returns:
-        A dict: `technique`, `seed`, `test_accuracy`, `test_loss`, `train_accuracy`, `train_loss`,
-        `final_val_accuracy`, `val_accuracy_curve`, `train_accuracy_curve`, `wall_time_s` (building,
-        training and evaluation), `step_time_s`, `peak_rss_mib`, `mechanisms`.
+        A dict: `technique`, `seed`, test/train accuracy and loss, `final_val_accuracy`, accuracy curves,
+        `wall_time_s`, `step_time_s`, `peak_rss_mib`, `mechanisms`.
 
     Example:
 

@@ -1,20 +1,7 @@
-"""Technique names -> the model and callbacks one comparison run trains.
+"""Technique names (single or joined by `+`) -> the model and callbacks one comparison run trains.
 
-A technique is a single name of `keras_wtrain.compare_settings.TECHNIQUES` or
-a combination joined by `+` (`parse_technique`); a combination trains one model
-with all of its parts. Each part is applied with the library's documented
-defaults, in three layers:
-
-- wrappers: `weightnorm` wraps every layer `WeightNormalization` supports,
-  `shadow` the convolutions the authors of WAS augment (`authors_wrap`); both
-  together give `ShadowWeights(WeightNormalization(layer))`. A built-in model
-  is built with the wrapper (`keras_wtrain.models.build_model(wrap=...)`), a
-  user's model is rebuilt by `keras.models.clone_model(clone_function=...)`;
-- training-step noise: `loss-noise` and `grad-dropout` through
-  `keras_wtrain.training.wrap`;
-- callbacks: one weight average (`sewa`, `swa`, `lawa`, `ema`:
-  `SelectiveWeightAveraging` with that strategy) and `optimum-shift`
-  (`OptimumShifting`, after the average, so it shifts the averaged model).
+Wrappers (`weightnorm`, `shadow`) rebuild the model, `loss-noise` / `grad-dropout` wrap the training step, and the
+callbacks are one weight average then `optimum-shift`; each with the library's defaults.
 """
 
 import math
@@ -22,9 +9,9 @@ from typing import NamedTuple
 
 import keras
 
-from keras_wtrain import layer_kinds
-from keras_wtrain.compare_settings import AVERAGING
-from keras_wtrain.compare_settings import parse_technique
+from keras_wtrain._core import layer_kinds
+from keras_wtrain.comparison.settings import AVERAGING
+from keras_wtrain.comparison.settings import parse_technique
 
 __all__ = ["TechniqueSetup", "averaging_schedule", "build_technique", "layer_wrapper", "rebuild_with"]
 
@@ -37,12 +24,10 @@ class TechniqueSetup(NamedTuple):
 
     Attributes:
         model: the uncompiled Keras model to train.
-        callbacks: the technique's callbacks (weight averaging first, then optimum shifting, then, for
-            shadow weights on a model with batch normalization, `BatchNormStatisticsUpdate`).
+        callbacks: weight averaging, optimum shifting, then `BatchNormStatisticsUpdate` (shadow + batch norm).
         averaging: the `SelectiveWeightAveraging` callback, or None.
         shifting: the `OptimumShifting` callback, or None.
-        info: `wrapped_layers` (per wrapper), the noise levels of the step-noise parts and
-            `batchnorm_reestimated` (True when batch-norm statistics are re-estimated after training).
+        info: `wrapped_layers` (per wrapper), noise levels and `batchnorm_reestimated`.
 
     Example:
 
@@ -66,9 +51,7 @@ def _fresh_copy(layer):
 
 
 def rebuild_with(model, wrap):
-    """A copy of a functional or Sequential `model` (new weights) with `wrap(layer)` applied to every layer.
-
-    Nested models are rebuilt layer by layer too (`clone_model(recursive=True)`).
+    """A copy of a functional or Sequential `model` (new weights, nested models too) with `wrap` on every layer.
 
     Args:
         model: a functional or Sequential Keras model.
@@ -127,7 +110,7 @@ def layer_wrapper(parts):
         return None
     from keras_wtrain.layers import ShadowWeights
     from keras_wtrain.layers import WeightNormalization
-    from keras_wtrain.layers import authors_wrap
+    from keras_wtrain.shadow_weights.modes import authors_wrap
 
     def wrap(layer):
         out = layer
@@ -190,7 +173,7 @@ def build_technique(technique, make_model, train, epochs, batch_size, seed):
     ```python
     import numpy as np
     from keras_wtrain.comparison.techniques import build_technique
-    from keras_wtrain.models import build_model
+    from keras_wtrain.comparison.models import build_model
 
     x, y = np.random.rand(64, 8, 8, 1).astype("float32"), np.arange(64) % 4
     setup = build_technique("weightnorm+swa", lambda wrap: build_model("mlp", (8, 8, 1), 4, wrap=wrap),
@@ -203,9 +186,9 @@ def build_technique(technique, make_model, train, epochs, batch_size, seed):
     model = make_model(layer_wrapper(parts))
     info = {}
     if "weightnorm" in parts or "shadow" in parts:
-        from keras_wtrain.layers import initialize_weight_normalization
-        from keras_wtrain.layers import shadow_weight_layers
-        from keras_wtrain.layers import weight_normalization_layers
+        from keras_wtrain.shadow_weights.modes import shadow_weight_layers
+        from keras_wtrain.weight_normalization.data_init import initialize_weight_normalization
+        from keras_wtrain.weight_normalization.wrapper import weight_normalization_layers
 
         info["wrapped_layers"] = {}
         if "weightnorm" in parts:
@@ -214,9 +197,9 @@ def build_technique(technique, make_model, train, epochs, batch_size, seed):
         if "shadow" in parts:
             info["wrapped_layers"]["shadow"] = len(shadow_weight_layers(model))
     if any(part in STEP_NOISE for part in parts):
-        from keras_wtrain.training import GradientDropout
-        from keras_wtrain.training import LossNoise
-        from keras_wtrain.training import wrap
+        from keras_wtrain.randomness import GradientDropout
+        from keras_wtrain.randomness import LossNoise
+        from keras_wtrain.randomness import wrap
 
         loss_noise = LossNoise() if "loss-noise" in parts else None
         dropout = GradientDropout() if "grad-dropout" in parts else None
@@ -240,7 +223,7 @@ def build_technique(technique, make_model, train, epochs, batch_size, seed):
         shifting = OptimumShifting(data=(x, y), seed=seed)
         callbacks.append(shifting)
     if "shadow" in parts:
-        from keras_wtrain.batchnorm import batchnorm_layers
+        from keras_wtrain._core.batchnorm import batchnorm_layers
         from keras_wtrain.callbacks import BatchNormStatisticsUpdate
 
         if batchnorm_layers(model):

@@ -4,11 +4,11 @@ import math
 
 import numpy as np
 
-from keras_wtrain import _backend_guard  # noqa: F401  (refuses an unsupported backend)
-from keras_wtrain import validation
-from keras_wtrain.diagnostics.objective import _as_values
-from keras_wtrain.diagnostics.objective import _Objective
-from keras_wtrain.diagnostics.objective import _t_quantile
+from keras_wtrain._core import backend_guard as _backend_guard  # noqa: F401  (refuses an unsupported backend)
+from keras_wtrain._core import validation
+from keras_wtrain._core.objective import _as_values
+from keras_wtrain._core.objective import _Objective
+from keras_wtrain._core.objective import _t_quantile
 
 __all__ = ["hessian_trace", "top_hessian_eigenvalue"]
 
@@ -16,25 +16,21 @@ __all__ = ["hessian_trace", "top_hessian_eigenvalue"]
 def hessian_trace(model, data, variables=None, num_probes=20, seed=None, loss=None, batch_size=256, max_examples=None):
     """Hutchinson estimate of the trace of the loss Hessian w.r.t. `variables`, with a 95 % interval.
 
-    `tr(H) ≈ (1/m) Σ_k v_kᵀ H v_k` over `m = num_probes` Rademacher vectors
-    `v_k` (entries ±1), each `H v_k` by double differentiation. The interval
-    is `mean ± t_{0.975, m-1} · std / √m` over the per-probe values.
+    Cost: `num_probes` Hessian-vector products (two backward passes each) over the data.
 
     Args:
         model: a built `keras.Model`.
-        data: `(x, y)` arrays, a `keras_wtrain.data` split, a `tf.data.Dataset`
-            or an iterable of `(x, y)` batches (see `keras_wtrain.data_adapters`).
-        variables: None (all trainable float variables), a layer, a layer name,
-            a variable, or a list of those.
-        num_probes: number of Rademacher probes, an int >= 1 (>= 2 for an interval).
+        data: `(x, y)` arrays, a `tf.data.Dataset` or an iterable of `(x, y)` batches.
+        variables: None (all trainable float variables), a layer, a layer name, a variable, or a list of those.
+        num_probes: Rademacher probes, an int >= 1 (>= 2 for an interval).
         seed: int seed of the probes (None: random).
         loss: a Keras loss (default: the model's compiled loss).
         batch_size: examples per Hessian-vector product.
         max_examples: use at most this many examples of `data`.
 
     Returns:
-        `{"trace", "ci95", "std", "num_probes", "samples", "num_parameters"}`;
-        `ci95` is the half-width (NaN with one probe).
+        `{"trace", "ci95", "std", "num_probes", "samples", "num_parameters"}`; `ci95` is the half-width
+        (NaN with one probe).
 
     Raises:
         ValueError: for `num_probes` < 1, empty or non-finite data, variables not in the model.
@@ -51,7 +47,6 @@ def hessian_trace(model, data, variables=None, num_probes=20, seed=None, loss=No
     model.compile("sgd", "mse")
     x, y = np.random.rand(32, 4).astype("float32"), np.random.rand(32, 2).astype("float32")
     result = hessian_trace(model, (x, y), num_probes=8, seed=0)
-    # the MSE Hessian w.r.t. the kernel is (2/N)·Σ x xᵀ per output column (/2 for the mean over outputs)
     ```
     """
     validation.check_int("num_probes", num_probes, minimum=1)
@@ -90,15 +85,14 @@ def top_hessian_eigenvalue(
 ):
     """The Hessian eigenvalue of largest magnitude w.r.t. `variables`, by power iteration.
 
-    Starting from a random unit vector, `v <- H v / ||H v||` until the Rayleigh
-    quotient `vᵀ H v` changes by less than `tolerance` (relative).
+    Cost: one Hessian-vector product per iteration (at most `max_iterations`).
 
     Args:
         model: a built `keras.Model`.
         data: training data, as for `hessian_trace`.
         variables: as for `hessian_trace`.
         max_iterations: an int >= 1.
-        tolerance: relative change that stops the iteration, a number > 0.
+        tolerance: relative change of the Rayleigh quotient that stops the iteration, a number > 0.
         seed: int seed of the start vector.
         loss: a Keras loss (default: the model's compiled loss).
         batch_size: examples per Hessian-vector product.
@@ -118,8 +112,7 @@ def top_hessian_eigenvalue(
     model.compile("sgd", "mse")
     x = np.random.rand(50, 3).astype("float32")
     top = top_hessian_eigenvalue(model, (x, np.zeros((50, 1), "float32")), seed=0)
-    expected = np.linalg.eigvalsh(2 * x.T.astype("float64") @ x / len(x))[-1]  # MSE: H = 2 XᵀX / N
-    assert abs(top["eigenvalue"] - expected) < 1e-3 * expected
+    print(top["eigenvalue"])  # MSE: the top eigenvalue of 2 XᵀX / N
     ```
     """
     validation.check_int("max_iterations", max_iterations, minimum=1)

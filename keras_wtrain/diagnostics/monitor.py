@@ -2,11 +2,11 @@
 
 import keras
 
-from keras_wtrain import _backend_guard  # noqa: F401  (refuses an unsupported backend)
-from keras_wtrain import validation
+from keras_wtrain._core import backend_guard as _backend_guard  # noqa: F401  (refuses an unsupported backend)
+from keras_wtrain._core import validation
+from keras_wtrain._core.objective import _read
 from keras_wtrain.diagnostics.hessian import hessian_trace
 from keras_wtrain.diagnostics.hessian import top_hessian_eigenvalue
-from keras_wtrain.diagnostics.objective import _read
 from keras_wtrain.diagnostics.perturbation import sharpness
 
 __all__ = ["FlatnessMonitor"]
@@ -16,17 +16,12 @@ __all__ = ["FlatnessMonitor"]
 class FlatnessMonitor(keras.callbacks.Callback):
     """Logs the Hessian trace, top eigenvalue and sharpness every `every_n_epochs` epochs into `History`.
 
-    At the end of every `every_n_epochs`-th epoch (and of the last one) it adds
-    to the epoch's logs `hessian_trace`, `hessian_trace_ci95`,
-    `top_eigenvalue` (if `top_eigenvalue`), `sharpness_mean` and
-    `sharpness_max` (if `sharpness_radius`), so they appear in
-    `model.fit(...).history` next to the loss; on other epochs nothing is
-    logged. Measures use a fixed slice of `data` (`max_examples`) and fixed
-    seeds, so epochs are comparable.
+    Logged keys: `hessian_trace`, `hessian_trace_ci95`, `top_eigenvalue`, `sharpness_mean`, `sharpness_max`
+    (also after the last epoch), on a fixed slice of `data` with fixed seeds so epochs are comparable.
+    Cost: one `measure()` (the three diagnostics on `max_examples` examples) per measured epoch.
 
     Args:
-        data: training data, as for `hessian_trace` (a callback cannot see fit's data;
-            required at `fit` start, not serialised by `get_config`).
+        data: `(x, y)` training data, required at `fit` start (a callback cannot see fit's data; not serialised).
         every_n_epochs: measure every this many epochs, an int >= 1.
         variables: as for `hessian_trace`.
         num_probes: Hutchinson probes, an int >= 1.
@@ -37,8 +32,7 @@ class FlatnessMonitor(keras.callbacks.Callback):
         seed: int seed of probes and directions.
 
     Raises:
-        ValueError, TypeError: for bad arguments, at construction; at `fit` start, ValueError if `data`
-            is missing, empty, without targets, or holds NaN or infinite values.
+        ValueError, TypeError: for bad arguments; at `fit` start, ValueError for missing, empty or non-finite `data`.
 
     Example:
 
@@ -99,9 +93,9 @@ class FlatnessMonitor(keras.callbacks.Callback):
 
         x, y = np.random.rand(32, 3).astype("float32"), np.random.rand(32, 1).astype("float32")
         model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
-        model.compile("sgd", "mse")
         monitor = FlatnessMonitor((x, y), num_probes=2, top_eigenvalue=False, sharpness_radius=None)
         monitor.set_model(model)
+        model.compile("sgd", "mse")
         print(monitor.measure())  # {'hessian_trace': ..., 'hessian_trace_ci95': ...}
         ```
         """

@@ -3,21 +3,18 @@
 import numpy as np
 from keras import ops
 
-from keras_wtrain import _backend_guard  # noqa: F401  (refuses an unsupported backend)
-from keras_wtrain import validation
-from keras_wtrain.diagnostics.objective import _as_values
-from keras_wtrain.diagnostics.objective import _Objective
+from keras_wtrain._core import backend_guard as _backend_guard  # noqa: F401  (refuses an unsupported backend)
+from keras_wtrain._core import validation
+from keras_wtrain._core.objective import _as_values
+from keras_wtrain._core.objective import _Objective
 
 __all__ = ["filter_normalized_direction", "sharpness"]
 
 
 def filter_normalized_direction(variables, seed=None):
-    """A random direction scaled filter by filter to the weights (Li et al. 2018), as numpy arrays.
+    """A random Gaussian direction with each filter (last-axis slice) scaled to the weights' norm (Li et al. 2018).
 
-    For each variable of two or more dimensions, a Gaussian direction `d` is
-    drawn and every filter (slice along the last axis: an output unit of a
-    Dense or convolution kernel) is rescaled to `||d_f|| = ||w_f||`. Vectors
-    (biases, normalisation parameters) get a zero direction.
+    Variables of one dimension (biases, normalisation parameters) get a zero direction.
 
     Args:
         variables: a list of `keras.Variable`s (or arrays).
@@ -55,10 +52,9 @@ def filter_normalized_direction(variables, seed=None):
 def sharpness(
     model, data, radius=0.05, num_samples=10, variables=None, seed=None, loss=None, batch_size=256, max_examples=None
 ):
-    """Loss increase under random filter-normalised perturbations of relative size `radius`.
+    """Loss increase `L(w + radius · d) - L(w)` over random filter-normalised directions `d`; weights unchanged.
 
-    For `num_samples` directions `d` (`filter_normalized_direction`), the loss
-    at `w + radius · d` minus the loss at `w`; the weights are not changed.
+    Cost: `num_samples + 1` loss evaluations over the data, one copy of the weights.
 
     Args:
         model: a built `keras.Model`.

@@ -1,13 +1,6 @@
-"""Hyperparameter search over keras-wtrain techniques with Keras Tuner.
+"""Hyperparameter search over keras-wtrain techniques with Keras Tuner: `search_space`, `HyperModel` and `PSO`.
 
-`search_space` registers documented ranges for each technique on a Keras
-Tuner `HyperParameters` object, `HyperModel` builds a user's model with the
-chosen techniques applied, and `PSO` is a particle-swarm tuner (Keras Tuner
-has none), the search the randomness study (arXiv:2404.03992) used.
-
-Keras Tuner is an optional dependency (`pip install keras-wtrain[tuner]`):
-the names here are imported on first use, so `import keras_wtrain` works
-without it.
+Keras Tuner is optional (`pip install keras-wtrain[tuner]`): the names here are imported on first use.
 """
 
 import importlib

@@ -1,13 +1,4 @@
-"""Particle-swarm optimisation (PSO) for Keras Tuner: the `PSO` tuner.
-
-Keras Tuner ships random search, Hyperband, Bayesian optimisation and grid
-search, but no particle swarm. The randomness study this library follows
-(Altarabichi et al., arXiv:2404.03992) tuned where and how much randomness to
-inject with PSO; `PSO` is that search as a Keras Tuner `Tuner`, built on
-`PSOOracle` (`keras_wtrain.tuning.pso_oracle`: the swarm, the encoding of
-hyperparameters into `[0, 1]` and the budget) the way `keras_tuner.RandomSearch`
-is built on its oracle. `PSOOracle` stays importable from here.
-"""
+"""`PSO`: particle-swarm optimisation as a Keras Tuner `Tuner` (the search of arXiv:2404.03992), over `PSOOracle`."""
 
 import keras_tuner
 
@@ -25,55 +16,28 @@ __all__ = ["PSO", "PSOOracle"]
 class PSO(keras_tuner.Tuner):
     """Particle-swarm optimisation tuner for Keras Tuner (used in arXiv:2404.03992).
 
-    A drop-in alternative to `keras_tuner.RandomSearch`: same hypermodel,
-    objective, `directory`/`project_name`/`overwrite` handling and `search`
-    call, with the hyperparameters chosen by a particle swarm
-    (`PSOOracle`; see there for the update rule and the encoding of
-    `Float`/`Int`/`Choice`/`Boolean` hyperparameters into `[0, 1]`). Defaults
-    follow the randomness study (Altarabichi et al., "Rolling the dice for
-    better deep learning performance", arXiv:2404.03992) for the swarm's
-    motion: inertia 0.7298, `c1 = c2 = 1.49618`, velocities clamped to 20 %
-    of each range. Its "stop after 5 iterations without improvement" is
-    `patience=5` (off by default).
-
-    The budget defaults are smaller than the study's (10 particles, up to
-    200 iterations): 5 particles and `max_trials=30`, so the swarm runs 6
-    iterations (5 random placements, then 5 moves per particle) within a
-    Keras Tuner-sized budget; see `PSOOracle` for the measurement behind
-    this choice. Keep `max_trials` several times `swarm_size`: with
-    `max_trials <= swarm_size` no particle moves and the search is random
-    search (a `UserWarning` says so).
-
-    A search interrupted part way resumes from `directory/project_name` when
-    the tuner is created again with `overwrite=False` (Keras Tuner's default):
-    the trial count and the swarm (positions, velocities, bests) continue.
+    A drop-in alternative to `keras_tuner.RandomSearch` whose trials are chosen by `PSOOracle`; the swarm settings
+    default to the study's. A search resumes from `directory/project_name` with `overwrite=False`. Cost: one training
+    per trial; the swarm itself is a few floats per particle and hyperparameter.
 
     Args:
-        hypermodel: a `keras_tuner.HyperModel` (e.g.
-            `keras_wtrain.tuning.HyperModel`) or a function `build(hp)`;
-            optional when `run_trial` is overridden.
-        objective: metric to optimise (e.g. `"val_accuracy"` or a
-            `keras_tuner.Objective`); optional when the trial returns a float
-            to minimise.
-        max_trials: total number of trials (model configurations), default
-            30; or None for no limit. At most `swarm_size` warns.
+        hypermodel: a `keras_tuner.HyperModel` (e.g. `keras_wtrain.tuning.spaces.HyperModel`) or a function
+            `build(hp)`; optional when `run_trial` is overridden.
+        objective: metric to optimise (e.g. `"val_accuracy"`); optional when the trial returns a float to minimise.
+        max_trials: total number of trials, default 30, or None; keep it several times `swarm_size`.
         swarm_size: number of particles, default 5.
         inertia: inertia weight, >= 0.
         cognitive: pull towards each particle's own best, >= 0.
         social: pull towards the swarm's best, >= 0.
         max_velocity: velocity clamp, a fraction of each range in `(0, 1]`.
-        patience: stop after this many swarm iterations without improvement
-            (None: never).
+        patience: stop after this many swarm iterations without improvement (None: never).
         seed: random seed.
-        hyperparameters: optional `keras_tuner.HyperParameters` registered in
-            advance.
-        tune_new_entries: whether hyperparameters requested by the hypermodel
-            but absent from `hyperparameters` are searched.
+        hyperparameters: optional `keras_tuner.HyperParameters` registered in advance.
+        tune_new_entries: whether new hyperparameters requested by the hypermodel are searched.
         allow_new_entries: whether the hypermodel may request new entries.
         max_retries_per_trial: retries of a crashed trial.
         max_consecutive_failed_trials: stop after this many failures in a row.
-        **kwargs: `keras_tuner.Tuner` arguments: `directory`, `project_name`,
-            `overwrite`, `executions_per_trial`, `distribution_strategy`, ...
+        **kwargs: `keras_tuner.Tuner` arguments (`directory`, `project_name`, `overwrite`, ...).
 
     Raises:
         TypeError: for an argument of the wrong type.
@@ -87,14 +51,12 @@ class PSO(keras_tuner.Tuner):
     ```python
     import tempfile
 
-    from keras_wtrain.tuning import PSO
+    from keras_wtrain.tuning.pso import PSO
 
     class Sphere(PSO):
         def run_trial(self, trial, *args, **kwargs):
-            hp = trial.hyperparameters
-            return (hp.Float("x", -5.0, 5.0) - 1.0) ** 2  # minimised
+            return (trial.hyperparameters.Float("x", -5.0, 5.0) - 1.0) ** 2  # minimised
 
-    # Defaults: 5 particles, 30 trials (6 swarm iterations).
     tuner = Sphere(seed=0, directory=tempfile.mkdtemp(), overwrite=True)
     tuner.search(verbose=0)
     print(tuner.get_best_hyperparameters()[0].get("x"))  # 0.86 (the minimum is at 1.0)

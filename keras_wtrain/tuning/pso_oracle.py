@@ -1,32 +1,7 @@
-"""The particle swarm of `PSO` as a Keras Tuner oracle: `PSOOracle` (positions, velocities, bests, budget).
+"""`PSOOracle`: the particle swarm of `PSO` as a Keras Tuner oracle (positions, velocities, bests, budget).
 
-Keras Tuner ships random search, Hyperband, Bayesian optimisation and grid
-search, but no particle swarm. The randomness study this library follows
-(Altarabichi et al., arXiv:2404.03992) tuned where and how much randomness to
-inject with PSO; `PSO` is that search as a Keras Tuner `Tuner`, built on
-`PSOOracle` the way `keras_tuner.RandomSearch` is built on its oracle.
-
-Encoding. Every non-fixed hyperparameter is one coordinate of a particle's
-position in `[0, 1]`, through Keras Tuner's own "cumulative probability" map
-(`hp.prob_to_value` / `hp.value_to_prob`, the map `BayesianOptimization` uses):
-
-- `Float`: linear, `log` or `reverse_log` scale as declared; with a `step`,
-  the nearest grid value below.
-- `Int`: the unit interval is cut into one equal bin per integer (or per
-  `step`), the particle's coordinate picks the bin (rounding to the grid).
-- `Choice`: one equal bin per value, in the order the values were declared
-  (ranking), so declare ordered values in order (`[32, 64, 128]`, not
-  `[64, 32, 128]`); for unordered strings the neighbourhood is arbitrary.
-- `Boolean`: `False` below 0.5, `True` from 0.5.
-- `Fixed`: not a coordinate.
-
-The particle keeps its continuous position between trials, so a discrete
-hyperparameter moves once its coordinate crosses a bin boundary.
-
-Budget. The first `swarm_size` trials only place the particles at random, so
-a swarm needs `max_trials` well above `swarm_size` to search at all; the
-defaults (5 particles, 30 trials: 6 swarm iterations) are chosen for that, and
-a budget of at most one iteration warns (see `PSOOracle`).
+The update rule, the encoding of hyperparameters into `[0, 1]` and the budget are explained in
+`docs/tutorials/tuning.md`.
 """
 
 import math
@@ -41,7 +16,7 @@ from keras_tuner.engine.hyperparameters import Float
 from keras_tuner.engine.hyperparameters import HyperParameters
 from keras_tuner.engine.trial import TrialStatus
 
-from keras_wtrain import validation
+from keras_wtrain._core import validation
 
 __all__ = ["PSOOracle"]
 
@@ -81,80 +56,31 @@ def _warn_if_no_moves(max_trials, swarm_size):
 class PSOOracle(keras_tuner.Oracle):
     """Particle-swarm oracle for Keras Tuner (the search behind `PSO`; settings of arXiv:2404.03992).
 
-    Each trial evaluates one particle. Particles take turns: trial `n` moves
-    particle `n mod swarm_size` (asynchronous PSO: each move uses the best
-    position found so far by the whole swarm, including trials that finished
-    since the particle last moved). The first `swarm_size` trials place the
-    particles uniformly at random in `[0, 1]^d` with velocities uniform in
-    `[-max_velocity, max_velocity]`; afterwards, per coordinate,
-
-    `v <- inertia * v + cognitive * r1 * (p - x) + social * r2 * (g - x)`,
-    `v <- clip(v, -max_velocity, max_velocity)`, `x <- x + v`,
-
-    with `r1, r2 ~ U(0, 1)` drawn fresh per coordinate, `p` the particle's own
-    best position and `g` the swarm's best. A coordinate that leaves `[0, 1]`
-    is put back on the boundary and its velocity set to 0. See the module
-    docstring for how positions map to `Float`/`Int`/`Choice`/`Boolean` values.
-
-    If a move produces values already tried (common for discrete spaces once
-    the swarm converges), the particle is re-placed at random, up to 20 times;
-    when every attempt collides the space is treated as exhausted and the
-    search stops, as `RandomSearch` does. Hyperparameters that appear only
-    during the search (declared inside `run_trial`) join the swarm as new
-    coordinates, placed at random. Failed or NaN trials leave the bests
-    unchanged.
-
-    Budget. Only trials after the first `swarm_size` move particles, so the
-    defaults give the swarm several iterations: 5 particles and 30 trials,
-    i.e. 5 random placements and 5 moves per particle. The study this follows
-    (Altarabichi et al., arXiv:2404.03992) ran 10 particles for up to 200
-    iterations (2,000 trainings per search) and stopped after 5 iterations
-    without improvement; for budgets of tens of trials, as in Keras Tuner
-    (whose tuners default to 10), a 10-particle swarm spends a third or more
-    of the budget on random placement and moves each particle 2-4 times. On
-    the 3-d sphere of `tests/tuning/test_pso.py` (20 seeds, 30 trials), 5
-    particles reached a median best of 0.38, 10 particles 0.98 and random
-    search 3.5. Pass `swarm_size=10, max_trials=2000, patience=5` for the
-    study's search. `max_trials <= swarm_size` (no particle ever moves, i.e.
-    random search) emits a `UserWarning`.
-
-    All random draws of trial `n` come from `numpy.random.default_rng([seed, n])`,
-    and positions, velocities, personal and global bests are part of the oracle
-    state written to `oracle.json`, so a search reloaded with `overwrite=False`
-    continues exactly where it stopped.
+    Trial `n` moves particle `n mod swarm_size`; the first `swarm_size` trials place the particles at random, later ones
+    apply `v <- inertia v + cognitive r1 (p - x) + social r2 (g - x)`, clipped, `x <- x + v` on positions in `[0, 1]`.
+    The swarm is saved in `oracle.json`, so a reloaded search continues exactly. Cost: O(swarm_size x hyperparameters)
+    memory and time per trial, besides the trainings.
 
     Args:
-        objective: as for every Keras Tuner oracle: a metric name,
-            `keras_tuner.Objective` or list of them; optional when the trial
-            returns a single float to minimise.
-        max_trials: maximum number of trials, or None for no limit (default
-            30: 6 swarm iterations of the default 5 particles). At most
-            `swarm_size` warns: the search is then random search.
+        objective: a metric name, `keras_tuner.Objective` or list of them; optional when the trial returns a float.
+        max_trials: maximum number of trials, or None (default 30: 6 iterations of 5 particles).
         swarm_size: number of particles (default 5; the study used 10).
-        inertia: inertia weight `w` (the study: 0.7298). Values below 1 make
-            the swarm contract.
-        cognitive: pull `c1` towards the particle's own best (1.49618).
-        social: pull `c2` towards the swarm's best (1.49618).
-        max_velocity: velocity clamp as a fraction of each hyperparameter's
-            range, in `(0, 1]` (the study: 0.2).
-        patience: stop after this many swarm iterations (`patience *
-            swarm_size` completed trials) without improving the best score;
-            None (default) runs to `max_trials`. The study used 5.
+        inertia: inertia weight `w` (default 0.7298).
+        cognitive: pull `c1` towards the particle's own best (default 1.49618).
+        social: pull `c2` towards the swarm's best (default 1.49618).
+        max_velocity: velocity clamp as a fraction of each range, in `(0, 1]` (default 0.2).
+        patience: stop after this many swarm iterations without improvement; None (default) runs to `max_trials`.
         seed: random seed.
-        hyperparameters: optional `keras_tuner.HyperParameters` to register
-            (or override) the search space in advance.
-        allow_new_entries: whether the hypermodel may request hyperparameters
-            not in `hyperparameters`.
+        hyperparameters: optional `keras_tuner.HyperParameters` registering the search space in advance.
+        allow_new_entries: whether the hypermodel may request hyperparameters not in `hyperparameters`.
         tune_new_entries: whether such new hyperparameters are searched.
         max_retries_per_trial: retries of a crashed trial.
-        max_consecutive_failed_trials: stop after this many failed trials in a
-            row.
+        max_consecutive_failed_trials: stop after this many failed trials in a row.
 
     Raises:
         TypeError: for an argument of the wrong type.
-        ValueError: for `swarm_size` or `max_trials` < 1, a negative or
-            non-finite `inertia`/`cognitive`/`social`, `max_velocity` outside
-            `(0, 1]`, or `patience` < 1.
+        ValueError: for `swarm_size`, `max_trials` or `patience` < 1, a negative or non-finite
+            `inertia`/`cognitive`/`social`, or `max_velocity` outside `(0, 1]`.
 
     Warns:
         UserWarning: if `max_trials <= swarm_size` (the search is then random search).
@@ -163,7 +89,7 @@ class PSOOracle(keras_tuner.Oracle):
 
     ```python
     import keras_tuner
-    from keras_wtrain.tuning import PSOOracle
+    from keras_wtrain.tuning.pso_oracle import PSOOracle
 
     oracle = PSOOracle(objective=keras_tuner.Objective("loss", "min"), seed=0)
     print(oracle.max_trials, oracle.swarm_size)  # 30 5: six swarm iterations
@@ -232,17 +158,15 @@ class PSOOracle(keras_tuner.Oracle):
 
     @property
     def swarm(self):
-        """A snapshot of the swarm: positions, velocities, personal and global bests.
-
-        Scores are in minimisation sign (negated for `direction="max"`).
+        """A copy of the swarm: positions, velocities, personal and global bests (scores in minimisation sign).
 
         Returns:
-            A dict of plain Python values (a copy).
+            A dict of plain Python values.
 
         Example:
 
         ```python
-        from keras_wtrain.tuning import PSOOracle
+        from keras_wtrain.tuning.pso_oracle import PSOOracle
 
         PSOOracle(max_trials=5, swarm_size=2).swarm["global_best_score"]  # None before any trial
         ```
@@ -377,9 +301,8 @@ class PSOOracle(keras_tuner.Oracle):
             trial_id: the id of the trial being created.
 
         Returns:
-            `{"status": "RUNNING", "values": {...}}`, or `{"status": "STOPPED",
-            "values": None}` when the swarm stagnated (`patience`) or the space
-            is exhausted.
+            `{"status": "RUNNING", "values": {...}}`, or `{"status": "STOPPED", "values": None}` when the swarm
+            stagnated (`patience`) or the space is exhausted.
         """
         if self._stagnated():
             return {"status": TrialStatus.STOPPED, "values": None}

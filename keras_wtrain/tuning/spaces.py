@@ -1,27 +1,14 @@
-"""Search spaces for the keras-wtrain techniques (Keras Tuner hyperparameters).
+"""Search spaces for the keras-wtrain techniques: `search_space` and `HyperModel`.
 
-`search_space(hp, techniques=...)` registers one documented range per
-technique on a `keras_tuner.HyperParameters` object and returns a
-`TechniqueConfig` (`keras_wtrain.tuning.technique_config`, importable from here too) holding what to build
-the model with (loss noise and
-gradient dropout for `keras_wtrain.training.wrap`, a layer `wrap` function for
-weight normalization / shadow weights) and the callbacks to train with (SeWA,
-optimum shifting). `HyperModel(build_fn, techniques=...)` does all of it for a
-user's `build_fn(hp)`.
-
-The registered hyperparameters and their ranges are listed in
-`search_space`'s docstring and in `docs/tutorials/tuning.md`.
-
-The technique modules are imported lazily, inside the functions that need
-them, so defining a space imports none of them.
+The technique modules are imported lazily, so defining a space imports none of them.
 """
 
 import inspect
 
 import keras_tuner
 
-from keras_wtrain import data_adapters
-from keras_wtrain import validation
+from keras_wtrain._core import data_adapters
+from keras_wtrain._core import validation
 from keras_wtrain.tuning.technique_config import SEWA_CHECKPOINTS
 from keras_wtrain.tuning.technique_config import SHADOW_TRANSFORMS
 from keras_wtrain.tuning.technique_config import TechniqueConfig
@@ -49,51 +36,32 @@ def _check_techniques(techniques):
 
 
 def search_space(hp, techniques=TECHNIQUES, seed=None, schedule_steps=1000):
-    """Registers documented search ranges for keras-wtrain techniques.
+    """Registers documented search ranges for keras-wtrain techniques on `hp` and returns the chosen `TechniqueConfig`.
 
-    | technique | hyperparameter | range |
-    |---|---|---|
-    | `"loss-noise"` | `loss_noise_stddev` | Float [0, 1] (σ of the multiplicative per-example noise; 0 = off) |
-    | `"loss-noise"` | `loss_noise_schedule` | Choice `constant` / `linear_decay` (σ to 0 over `schedule_steps`) |
-    | `"grad-dropout"` | `gradient_dropout_rate` | Float [0, 0.5], step 1/256 (p on the masks' 8-bit grid; 0 = off) |
-    | `"shadow"` | `shadow_transform` | Choice `shift` / `crop_stretch` / `shift_or_crop` |
-    | `"shadow"` | `shadow_strength` | Float [0.1, 0.5] (shift: max offset fraction; crop: 1 - min scale) |
-    | `"weightnorm"` | `weight_normalization` | Boolean |
-    | `"sewa"` | `sewa_k` | Int [2, 10] of `sewa_checkpoints` = 10 (Fixed) |
-    | `"optimum-shift"` | `optimum_shifting` | Boolean |
-
-    The loss-noise and gradient-dropout ranges are those of the randomness
-    study (Altarabichi et al., arXiv:2404.03992); shadow strengths bracket the
-    WAS authors' settings (shift 0.3, crop scale 0.8-1.0). Register your own
-    ranges under the same names before calling this (or pass
-    `hyperparameters=` to the tuner) to override them: Keras Tuner keeps the
-    first registration.
+    Hyperparameters: `loss_noise_stddev`, `loss_noise_schedule`, `gradient_dropout_rate`, `shadow_transform`,
+    `shadow_strength`, `weight_normalization`, `sewa_k`, `optimum_shifting` (ranges in `docs/tutorials/tuning.md`);
+    register one first to override its range. Cost: negligible.
 
     Args:
         hp: a `keras_tuner.HyperParameters`.
-        techniques: technique names, any of `"loss-noise"`, `"grad-dropout"`,
-            `"shadow"`, `"weightnorm"`, `"sewa"`, `"optimum-shift"`.
+        techniques: any of `"loss-noise"`, `"grad-dropout"`, `"shadow"`, `"weightnorm"`, `"sewa"`, `"optimum-shift"`.
         seed: seed passed to the shadow-weight layers.
-        schedule_steps: training steps over which the `"linear_decay"`
-            loss-noise schedule decays σ to 0 (e.g. epochs x steps per epoch).
+        schedule_steps: training steps over which the `"linear_decay"` loss-noise schedule decays σ to 0.
 
     Returns:
-        A `TechniqueConfig` with the chosen values, `model_kwargs`, `wrap`,
-        `wrap_model` and `callbacks(data)`.
+        A `TechniqueConfig` with the chosen values.
 
     Raises:
-        TypeError: if `hp` is not a `keras_tuner.HyperParameters` or
-            `techniques` is not a sequence.
+        TypeError: if `hp` is not a `keras_tuner.HyperParameters` or `techniques` is not a sequence.
         ValueError: for an unknown or repeated technique name.
 
     Example:
 
     ```python
     import keras_tuner
-    from keras_wtrain.tuning import search_space
+    from keras_wtrain.tuning.spaces import search_space
 
-    hp = keras_tuner.HyperParameters()
-    config = search_space(hp, techniques=("loss-noise", "grad-dropout"))
+    config = search_space(keras_tuner.HyperParameters(), techniques=("loss-noise", "grad-dropout"))
     print(config.model_kwargs)  # {'loss_noise': 0.0, 'gradient_dropout': 0.0} (the defaults)
     ```
     """
@@ -145,39 +113,29 @@ def _accepts_wrap(build_fn):
 class HyperModel(keras_tuner.HyperModel):
     """A Keras Tuner hypermodel: the user's model plus searched keras-wtrain techniques.
 
-    `build(hp)` registers the techniques' ranges (see `search_space`), calls
-    `build_fn(hp)` (with `wrap=config.wrap` when `build_fn` takes a `wrap`
-    argument, which weight normalization and shadow weights need), then wraps
-    the model with loss noise / gradient dropout
-    (`keras_wtrain.training.wrap`). `build_fn` should return a compiled model,
-    as for any Keras Tuner hypermodel. `fit` adds the techniques' callbacks
-    (SeWA, optimum shifting) to the user's.
+    `build(hp)` calls `build_fn(hp)` (with `wrap=` when it takes one) and adds loss noise / gradient dropout; `fit`
+    adds the SeWA / optimum-shifting callbacks. Cost: that of the chosen techniques, plus one validation pass when a
+    callback changed the final weights.
 
     Args:
-        build_fn: `build_fn(hp)` or `build_fn(hp, wrap=...)` returning a
-            compiled `keras.Model`.
+        build_fn: `build_fn(hp)` or `build_fn(hp, wrap=...)` returning a compiled `keras.Model`.
         techniques: technique names (see `search_space`).
-        shifting_batch_size: number of training examples given to optimum
-            shifting and to SeWA's selection (drawn from the start of the
-            training data; must cover every class).
+        shifting_batch_size: training examples given to optimum shifting and SeWA (must cover every class).
         seed: seed for the shadow-weight layers.
-        schedule_steps: length, in training steps, of the `"linear_decay"`
-            loss-noise schedule (see `search_space`).
+        schedule_steps: length, in training steps, of the `"linear_decay"` loss-noise schedule.
         **kwargs: `keras_tuner.HyperModel` arguments (`name`, `tunable`).
 
     Raises:
-        TypeError: if `build_fn` is not callable, or it does not accept `wrap`
-            while `"weightnorm"` or `"shadow"` is requested.
-        ValueError: for an unknown technique, or `shifting_batch_size` or
-            `schedule_steps` < 1.
+        TypeError: if `build_fn` is not callable, or does not accept `wrap` with `"weightnorm"` or `"shadow"`.
+        ValueError: for an unknown technique, or `shifting_batch_size` or `schedule_steps` < 1.
 
     Example:
 
     ```python
     import keras
-    from keras_wtrain.models import build_model
-    from keras_wtrain.tuning import PSO
-    from keras_wtrain.tuning import HyperModel
+    from keras_wtrain.comparison.models import build_model
+    from keras_wtrain.tuning.pso import PSO
+    from keras_wtrain.tuning.spaces import HyperModel
 
     def build(hp, wrap=None):
         model = build_model("mlp", (28, 28, 1), 10, wrap=wrap)
@@ -212,13 +170,13 @@ class HyperModel(keras_tuner.HyperModel):
         self.schedule_steps = schedule_steps
 
     def build(self, hp):
-        """Builds the model for one trial (see the class docstring).
+        """Builds the compiled model for one trial, with the chosen techniques.
 
         Args:
             hp: the trial's `keras_tuner.HyperParameters`.
 
         Returns:
-            A compiled `keras.Model` with the chosen techniques.
+            A compiled `keras.Model`.
         """
         config = search_space(hp, self.techniques, seed=self.seed, schedule_steps=self.schedule_steps)
         model = self.build_fn(hp, wrap=config.wrap) if self._passes_wrap else self.build_fn(hp)
@@ -234,10 +192,8 @@ class HyperModel(keras_tuner.HyperModel):
             **kwargs: `model.fit` keyword arguments.
 
         Returns:
-            The `History` of `model.fit`; when SeWA or optimum shifting ran and
-            `validation_data` was given, a dict of the last epoch's metrics
-            with the `val_*` entries re-measured on the final (averaged /
-            shifted) weights, which is what the tuner then scores.
+            The `History`; or, when SeWA / optimum shifting ran with `validation_data`, a dict of the last epoch's
+            metrics with `val_*` re-measured on the final weights (what the tuner scores).
         """
         config = search_space(hp, self.techniques, seed=self.seed, schedule_steps=self.schedule_steps)
         data = None

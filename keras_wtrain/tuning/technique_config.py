@@ -1,13 +1,6 @@
-"""What one tuning trial trains with: `TechniqueConfig` (model-building kwargs, layer wrapping, callbacks).
+"""What one tuning trial trains with: `TechniqueConfig` (model-building kwargs, layer wrapping, callbacks)."""
 
-`keras_wtrain.tuning.search_space` registers the hyperparameters on a Keras Tuner `HyperParameters`
-object and returns a `TechniqueConfig` filled with the chosen values; the config turns them into
-what Keras needs: `model_kwargs` for `keras_wtrain.training.wrap` (loss noise, gradient dropout), a
-layer `wrap` function (weight normalization, shadow weights) and the callbacks (SeWA, optimum
-shifting). The technique modules are imported lazily, inside the methods that need them.
-"""
-
-from keras_wtrain.layer_kinds import is_augmentable_convolution
+from keras_wtrain._core.layer_kinds import is_augmentable_convolution
 
 __all__ = ["SEWA_CHECKPOINTS", "SHADOW_TRANSFORMS", "TechniqueConfig"]
 
@@ -16,18 +9,16 @@ SEWA_CHECKPOINTS = 10
 
 
 class TechniqueConfig:
-    """The techniques chosen for one trial: model-building kwargs and callbacks.
+    """The techniques chosen for one trial, returned by `search_space`: model-building kwargs and callbacks.
 
-    Returned by `search_space`; `HyperModel` uses it for you.
+    Cost: negligible (plain values; technique modules are imported on use).
 
     Attributes:
         techniques: the technique names this configuration covers.
         values: the chosen hyperparameter values (name -> value).
-        loss_noise: loss-noise standard deviation σ, or None when not searched.
-        loss_noise_schedule: `"constant"` or `"linear_decay"` (σ decays
-            linearly to 0 over `schedule_steps` training steps).
+        loss_noise: σ, or None when not searched; `loss_noise_schedule` is `"constant"` or `"linear_decay"`.
         schedule_steps: length of the linear decay, in training steps.
-        gradient_dropout: gradient-dropout rate p, or None when not searched.
+        gradient_dropout: p, or None when not searched.
         weight_normalization: whether Dense/Conv layers get `WeightNormalization`.
         shadow: `{"transform": name, "strength": s}` or None.
         sewa_k: SeWA `k` (of `sewa_checkpoints` checkpoints), or None.
@@ -38,7 +29,7 @@ class TechniqueConfig:
 
     ```python
     import keras_tuner
-    from keras_wtrain.tuning import search_space
+    from keras_wtrain.tuning.spaces import search_space
 
     config = search_space(keras_tuner.HyperParameters(), techniques=("loss-noise", "weightnorm"))
     config.model_kwargs  # {'loss_noise': 0.0}
@@ -78,20 +69,13 @@ class TechniqueConfig:
 
     @property
     def model_kwargs(self):
-        """Keyword arguments for `keras_wtrain.training.wrap` / `keras_wtrain.Model`.
-
-        Only the searched techniques appear (`loss_noise`, `gradient_dropout`).
-        `loss_noise` is σ as a float, or a `LossNoise(LinearDecay(σ, 0,
-        schedule_steps))` for the `"linear_decay"` schedule.
-
-        Returns:
-            A dict.
+        """Keyword arguments for `keras_wtrain.randomness.wrap`: `loss_noise` (σ or a `LossNoise`), `gradient_dropout`.
 
         Example:
 
         ```python
         import keras_tuner
-        from keras_wtrain.tuning import search_space
+        from keras_wtrain.tuning.spaces import search_space
 
         search_space(keras_tuner.HyperParameters(), techniques=("grad-dropout",)).model_kwargs
         ```
@@ -100,8 +84,8 @@ class TechniqueConfig:
         if self.loss_noise is not None:
             kwargs["loss_noise"] = self.loss_noise
             if self.loss_noise_schedule == "linear_decay" and self.loss_noise > 0:
-                from keras_wtrain.training.randomness import LinearDecay
-                from keras_wtrain.training.randomness import LossNoise
+                from keras_wtrain.randomness.settings import LinearDecay
+                from keras_wtrain.randomness.settings import LossNoise
 
                 kwargs["loss_noise"] = LossNoise(LinearDecay(self.loss_noise, 0.0, decay_steps=self.schedule_steps))
         if self.gradient_dropout is not None:
@@ -114,24 +98,20 @@ class TechniqueConfig:
         return self.weight_normalization or self.shadow is not None
 
     def shadow_transform(self):
-        """Builds the shadow-weight transform chosen for this trial.
-
-        Returns:
-            A transform for `keras_wtrain.layers.shadow_weights.ShadowWeights`,
-            or None when shadow weights are not used.
+        """The shadow-weight transform chosen for this trial, or None when shadow weights are not used.
 
         Example:
 
         ```python
         import keras_tuner
-        from keras_wtrain.tuning import search_space
+        from keras_wtrain.tuning.spaces import search_space
 
         search_space(keras_tuner.HyperParameters(), techniques=("shadow",)).shadow_transform()
         ```
         """
         if self.shadow is None:
             return None
-        from keras_wtrain.layers import transforms
+        from keras_wtrain.shadow_weights import transforms
 
         name = self.shadow["transform"]
         strength = float(self.shadow["strength"])
@@ -146,11 +126,7 @@ class TechniqueConfig:
     def wrap(self, layer):
         """Wraps one layer with the chosen weight-space techniques (a `wrap=` function for model builders).
 
-        Shadow weights go on the layers the WAS authors augment (k x k
-        convolutions, k >= 3); weight normalization on every other Dense /
-        Conv layer, and also on those convolutions when shadow weights are off.
-        Other layers, and every layer when neither technique is chosen, are
-        returned unchanged.
+        Shadow weights go on k x k convolutions (k >= 3), weight normalization on the other Dense / Conv layers.
 
         Args:
             layer: a Keras layer (not yet built).
@@ -162,34 +138,31 @@ class TechniqueConfig:
 
         ```python
         import keras_tuner
-        from keras_wtrain.models import build_model
-        from keras_wtrain.tuning import search_space
+        from keras_wtrain.comparison.models import build_model
+        from keras_wtrain.tuning.spaces import search_space
 
-        hp = keras_tuner.HyperParameters()
-        config = search_space(hp, techniques=("weightnorm",))
+        config = search_space(keras_tuner.HyperParameters(), techniques=("weightnorm",))
         model = build_model("mlp", (28, 28, 1), 10, wrap=config.wrap)
         ```
         """
         import keras
 
         if self.shadow is not None and is_augmentable_convolution(layer):
-            from keras_wtrain.layers.shadow_weights import ShadowWeights
+            from keras_wtrain.shadow_weights.wrapper import ShadowWeights
 
             return ShadowWeights(layer, transform=self.shadow_transform(), seed=self.seed)
         if self.weight_normalization and isinstance(
             layer, (keras.layers.Dense, keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D)
         ):
-            from keras_wtrain.layers.weight_normalization import WeightNormalization
+            from keras_wtrain.weight_normalization.wrapper import WeightNormalization
 
             return WeightNormalization(layer)
         return layer
 
     def wrap_model(self, model):
-        """Applies loss noise / gradient dropout to a built model with `keras_wtrain.training.wrap`.
+        """Applies loss noise / gradient dropout to a built model (`keras_wtrain.randomness.wrap`), recompiling it.
 
-        A model compiled by the user is compiled again, from its compile
-        config, after wrapping. With σ = 0 and p = 0 (or neither technique
-        searched) the model is returned as it is: both are then exact no-ops.
+        With σ = p = 0 the model is returned as it is.
 
         Args:
             model: a `keras.Model`.
@@ -202,7 +175,7 @@ class TechniqueConfig:
         ```python
         import keras
         import keras_tuner
-        from keras_wtrain.tuning import search_space
+        from keras_wtrain.tuning.spaces import search_space
 
         config = search_space(keras_tuner.HyperParameters(), techniques=("loss-noise",))
         model = config.wrap_model(keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)]))
@@ -211,7 +184,7 @@ class TechniqueConfig:
         kwargs = {k: v for k, v in self.model_kwargs.items() if v}
         if not kwargs:
             return model
-        from keras_wtrain.training.model import wrap
+        from keras_wtrain.randomness.wrapping import wrap
 
         compile_config = model.get_compile_config() if getattr(model, "compiled", False) else None
         wrapped = wrap(model, seed=self.seed, **kwargs)
@@ -220,15 +193,13 @@ class TechniqueConfig:
         return wrapped
 
     def callbacks(self, data=None):
-        """The training callbacks of the chosen techniques.
+        """The training callbacks of the chosen techniques (SeWA, optimum shifting), possibly none.
 
         Args:
-            data: `(x, y)` training arrays for SeWA's selection and
-                optimum shifting (a batch of training inputs covering every
-                class); ignored when neither is chosen.
+            data: `(x, y)` training arrays covering every class, for SeWA and optimum shifting.
 
         Returns:
-            A list of callbacks (SeWA, optimum shifting), possibly empty.
+            A list of callbacks.
 
         Raises:
             ValueError: if SeWA or optimum shifting is chosen and `data` is None.
@@ -237,9 +208,8 @@ class TechniqueConfig:
 
         ```python
         import keras_tuner
-        from keras_wtrain.tuning import search_space
-
         import numpy as np
+        from keras_wtrain.tuning.spaces import search_space
 
         data = (np.zeros((64, 8), "float32"), np.arange(64) % 4)
         search_space(keras_tuner.HyperParameters(), techniques=("sewa",)).callbacks(data)
@@ -247,7 +217,7 @@ class TechniqueConfig:
         """
         callbacks = []
         if self.sewa_k is not None:
-            from keras_wtrain.callbacks.weight_averaging import SelectiveWeightAveraging
+            from keras_wtrain.averaging.sewa import SelectiveWeightAveraging
 
             if data is None:
                 raise ValueError("SeWA was chosen but argument `data` is None: pass (x, y) training arrays.")
@@ -265,7 +235,7 @@ class TechniqueConfig:
                 raise ValueError(
                     "optimum shifting was chosen but argument `data` is None: pass (x, y) training arrays."
                 )
-            from keras_wtrain.callbacks.optimum_shifting import OptimumShifting
+            from keras_wtrain.optimum_shifting.callback import OptimumShifting
 
             callbacks.append(OptimumShifting(data=data))
         return callbacks

@@ -51,13 +51,13 @@ def make_data(seed=0):
 def build_model(weight_normalization=False, loss_noise=None, gradient_dropout=None, seed=0):
     """Dense(32, relu) -> Dense(4) (optionally weight-normalised), kernels drawn from numpy with `seed`.
 
-    With `loss_noise` or `gradient_dropout` the model is a `keras_wtrain.training.Model` (seeded with `seed`).
+    With `loss_noise` or `gradient_dropout` the model is a `keras_wtrain.randomness.Model` (seeded with `seed`).
     """
     import keras
     import numpy as np
 
     from keras_wtrain.layers import WeightNormalization
-    from keras_wtrain.training import Model
+    from keras_wtrain.randomness import Model
 
     wrap = WeightNormalization if weight_normalization else (lambda layer: layer)
     inputs = keras.Input((NUM_FEATURES,))

@@ -4,7 +4,7 @@
         python _tuner_worker.py ROLE WORKDIR
 
 ROLE "chief" starts a new search (the oracle's gRPC server), "chief-resume" reloads it from WORKDIR/chief (a restarted
-chief), "worker" runs trials. The search: `keras_wtrain.tuning.HyperModel` over every technique of `search_space`
+chief), "worker" runs trials. The search: `keras_wtrain.tuning.spaces.HyperModel` over every technique of `search_space`
 but shadow weights (Dense model), `PSO(max_trials=MAX_TRIALS, swarm_size=3, seed=0)`, minimising `val_loss`.
 
 Files written in WORKDIR: `chief_<pid>.json` (what a chief found when it started), `executions_<tuner id>.jsonl`
@@ -38,8 +38,8 @@ def build(hp, wrap=None):
 
 
 def make_tuner(role, workdir, tuner_id):
-    from keras_wtrain.tuning import PSO
-    from keras_wtrain.tuning import HyperModel
+    from keras_wtrain.tuning.pso import PSO
+    from keras_wtrain.tuning.spaces import HyperModel
 
     class RecordingPSO(PSO):
         completed = 0

@@ -1,7 +1,7 @@
-"""A distributed Keras Tuner search with `keras_wtrain.tuning.PSO`: a chief oracle and two workers on 127.0.0.1.
+"""A distributed Keras Tuner search with `keras_wtrain.tuning.pso.PSO`: a chief oracle and two workers on 127.0.0.1.
 
 The processes (`_tuner_worker.py`) are configured as Keras Tuner documents it, with `KERASTUNER_TUNER_ID`,
-`KERASTUNER_ORACLE_IP` and `KERASTUNER_ORACLE_PORT`. The search covers `keras_wtrain.tuning.search_space` (loss
+`KERASTUNER_ORACLE_IP` and `KERASTUNER_ORACLE_PORT`. The search covers `keras_wtrain.tuning.spaces.search_space` (loss
 noise and its schedule, gradient dropout, weight normalization, SeWA's k, optimum shifting) with a budget of 8
 trials and 3 particles. Each worker pauses before its third trial; while both wait (no trial ongoing at the
 oracle, no request in flight) the chief is killed with SIGKILL and started again on the same directory and port,

@@ -9,12 +9,12 @@ import keras_tuner
 import numpy as np
 import pytest
 
-from keras_wtrain.tuning.pso import DEFAULT_COGNITIVE
-from keras_wtrain.tuning.pso import DEFAULT_INERTIA
-from keras_wtrain.tuning.pso import DEFAULT_MAX_VELOCITY
-from keras_wtrain.tuning.pso import DEFAULT_SOCIAL
 from keras_wtrain.tuning.pso import PSO
-from keras_wtrain.tuning.pso import PSOOracle
+from keras_wtrain.tuning.pso_oracle import DEFAULT_COGNITIVE
+from keras_wtrain.tuning.pso_oracle import DEFAULT_INERTIA
+from keras_wtrain.tuning.pso_oracle import DEFAULT_MAX_VELOCITY
+from keras_wtrain.tuning.pso_oracle import DEFAULT_SOCIAL
+from keras_wtrain.tuning.pso_oracle import PSOOracle
 
 CENTRE = np.array([1.5, -2.0, 0.7])
 

@@ -1,16 +1,16 @@
-"""search_space ranges, TechniqueConfig, and keras_wtrain.tuning.HyperModel with real Keras Tuner searches."""
+"""search_space ranges, TechniqueConfig, and keras_wtrain.tuning.spaces.HyperModel with real Keras Tuner searches."""
 
 import keras
 import keras_tuner
 import numpy as np
 import pytest
 
-from keras_wtrain.layers.weight_normalization import WeightNormalization
-from keras_wtrain.models import build_model
+from keras_wtrain.comparison.models import build_model
 from keras_wtrain.tuning.pso import PSO
 from keras_wtrain.tuning.spaces import TECHNIQUES
 from keras_wtrain.tuning.spaces import HyperModel
 from keras_wtrain.tuning.spaces import search_space
+from keras_wtrain.weight_normalization.wrapper import WeightNormalization
 
 
 def _compile(model):
@@ -147,9 +147,9 @@ def test_hypermodel_search_with_weight_normalization(mnist5k, tmp_path):
 
 @pytest.mark.tensorflow_only
 def test_hypermodel_applies_loss_noise_and_gradient_dropout(mnist5k):
-    from keras_wtrain.training.model import Model
-    from keras_wtrain.training.randomness import LinearDecay
-    from keras_wtrain.training.randomness import LossNoise
+    from keras_wtrain.randomness.model import Model
+    from keras_wtrain.randomness.settings import LinearDecay
+    from keras_wtrain.randomness.settings import LossNoise
 
     data = mnist5k
     hp = keras_tuner.HyperParameters()
@@ -180,8 +180,8 @@ def test_hypermodel_applies_loss_noise_and_gradient_dropout(mnist5k):
 
 @pytest.mark.tensorflow_only
 def test_hypermodel_fit_adds_sewa_and_optimum_shifting_and_rescores(mnist5k):
-    from keras_wtrain.callbacks.optimum_shifting import OptimumShifting
-    from keras_wtrain.callbacks.weight_averaging import SelectiveWeightAveraging
+    from keras_wtrain.averaging.sewa import SelectiveWeightAveraging
+    from keras_wtrain.optimum_shifting.callback import OptimumShifting
 
     data = mnist5k
     hp = keras_tuner.HyperParameters()
@@ -209,7 +209,7 @@ def test_hypermodel_fit_adds_sewa_and_optimum_shifting_and_rescores(mnist5k):
 
 @pytest.mark.tensorflow_only
 def test_shadow_weights_wrap_only_kxk_convolutions():
-    from keras_wtrain.layers.shadow_weights import ShadowWeights
+    from keras_wtrain.shadow_weights.wrapper import ShadowWeights
 
     hp = keras_tuner.HyperParameters()
     hp.values.update({"shadow_transform": "shift_or_crop", "shadow_strength": 0.3, "weight_normalization": True})
@@ -228,7 +228,7 @@ def test_every_searched_gradient_dropout_rate_trains():
     import keras
     import keras_tuner
 
-    from keras_wtrain.tuning import HyperModel
+    from keras_wtrain.tuning.spaces import HyperModel
 
     def build(hp):
         inputs = keras.Input((4,))
