@@ -2,7 +2,7 @@
 
 One training run per seed as in `benchmarks/weight_averaging.py` (MNIST CNN, 1,000-example MNIST-5k subset,
 15 epochs, batch 64, cosine-decayed Adam; T = 20 checkpoints, K = 10). On each run's checkpoints, SeWA's
-selection (`SelectiveWeightAveraging.select`) runs once per setting: the defaults, then one knob at a time
+selection (`SeWA.select`) runs once per setting: the defaults, then one knob at a time
 (`selection_size` 128, `selection_steps` 8, `num_samples` 1, `max_evaluations` 8) and all of them together.
 Measured per setting: selection wall time over the median training epoch of the same run, evaluations of F,
 minibatch gradients, where the choice came from, and F of the choice on the default 256 selection examples
@@ -23,7 +23,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import write_results  # noqa: E402
 from weight_averaging import train_recording  # noqa: E402
 
-from keras_wtrain.averaging.sewa import SelectiveWeightAveraging  # noqa: E402
+from keras_wtrain.averaging import SeWA  # noqa: E402
 from keras_wtrain.comparison.datasets import load_mnist5k  # noqa: E402
 from keras_wtrain.comparison.settings import REGIMES  # noqa: E402
 
@@ -44,7 +44,7 @@ def run_seed(data, seed, cfg):
     lawa = list(range(len(checkpoints) - schedule["k"], len(checkpoints)))
     rows = {}
     for name, options in SETTINGS.items():
-        callback = SelectiveWeightAveraging(selection_data=(x, y), install=False, seed=seed, **schedule, **options)
+        callback = SeWA(selection_data=(x, y), install=False, seed=seed, **schedule, **options)
         callback.set_model(model)
         callback.objective([0], weights_matrix=checkpoints)  # compiles F for this selection size
         start = time.perf_counter()

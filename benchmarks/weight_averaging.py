@@ -2,7 +2,7 @@
 
 One training run per seed with `keras-wtrain compare`'s converged regime (MNIST CNN, 1,000-example
 stratified MNIST-5k training subset, 15 epochs, batch 64, Adam with the learning rate decayed from 1e-3
-to 0 along a cosine: `keras_wtrain.comparison.default_optimizer`). A `SelectiveWeightAveraging(install=False)`
+to 0 along a cosine: `keras_wtrain.comparison.default_optimizer`). A `SeWA(install=False)`
 callback keeps the checkpoints of compare's schedule (`averaging_schedule`: T = 20 spread over the second
 half of training, K = 10), and every strategy is computed afterwards from that same buffer
 (`average_weights(strategy)`), installed and evaluated once on the test split. The baseline is the final
@@ -31,14 +31,14 @@ import numpy as np  # noqa: E402
 from common import interval  # noqa: E402
 from common import write_results  # noqa: E402
 
-from keras_wtrain.averaging.sewa import SelectiveWeightAveraging  # noqa: E402
+from keras_wtrain.averaging import SeWA  # noqa: E402
 from keras_wtrain.comparison import default_optimizer  # noqa: E402
 from keras_wtrain.comparison.datasets import load_mnist5k  # noqa: E402
 from keras_wtrain.comparison.models import build_model  # noqa: E402
 from keras_wtrain.comparison.settings import REGIMES  # noqa: E402
 from keras_wtrain.comparison.techniques import averaging_schedule  # noqa: E402
 
-STRATEGIES = ("swa", "lawa", "ema", "random", "sewa")
+STRATEGIES = ("swa", "lawa", "random", "sewa")  # SeWA.average_weights rules on one buffer ("swa": the window)
 
 
 class EpochTimer(keras.callbacks.Callback):
@@ -59,7 +59,7 @@ def evaluate(model, x, y):
 
 
 def train_recording(data, seed, cfg):
-    """Trains the converged-regime CNN once with a recording `SelectiveWeightAveraging(install=False)`.
+    """Trains the converged-regime CNN once with a recording `SeWA(install=False)`.
 
     Returns:
         `(model, callback, schedule, epoch_s)`: `epoch_s` is the median training epoch, second epoch on.
@@ -74,7 +74,7 @@ def train_recording(data, seed, cfg):
         keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=["accuracy"],
     )
-    cb = SelectiveWeightAveraging(selection_data=(x, y), install=False, seed=seed, **schedule)
+    cb = SeWA(selection_data=(x, y), install=False, seed=seed, **schedule)
     timer = EpochTimer()
     model.fit(x, y, batch_size=cfg["batch_size"], epochs=cfg["epochs"], verbose=0, callbacks=[timer, cb])
     return model, cb, schedule, statistics.median(timer.times[1:])
@@ -98,7 +98,7 @@ def run_seed(data, seed, cfg):
             test_acc=test_acc,
             test_loss=test_loss,
             objective=cb.weights_loss(flat),
-            steps=info["steps"] if strategy != "ema" else None,
+            steps=info["steps"],
         )
         if strategy == "sewa":
             report = cb.selection_report

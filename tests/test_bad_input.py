@@ -31,6 +31,7 @@ from keras_wtrain import diagnostics
 from keras_wtrain import layers
 from keras_wtrain import randomness as training
 from keras_wtrain import tuning
+from keras_wtrain.averaging import SWASchedule
 from keras_wtrain.comparison import InputError
 from keras_wtrain.comparison import compare
 from keras_wtrain.randomness import gradient_dropout as optimizers
@@ -38,6 +39,7 @@ from keras_wtrain.shadow_weights import transforms
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "bad_input.md"
 SCRATCH = os.path.join(tempfile.gettempdir(), "keras_wtrain_bad_input")  # written only if a check went missing
+A_FILE = str(Path(__file__).resolve())  # an existing file (this one), given where a directory is expected
 
 # ------------------------------------------------------------------------------------- the names the cases use
 
@@ -103,6 +105,7 @@ _NAMES = {
     "images": np.random.default_rng(2).random((32, 6, 6, 1)).astype("float32"),
     "fn": lambda kernel, seed: kernel,
     "tmp": SCRATCH,
+    "a_file": A_FILE,
     "compare": _compare,
     "initialize_weight_normalization": keras_wtrain.initialize_weight_normalization,
     **{name: getattr(layers, name) for name in ("WeightNormalization", "ShadowWeights", "MeanOnlyBatchNormalization")},
@@ -110,12 +113,16 @@ _NAMES = {
     "transforms": transforms,
     **{name: getattr(training, name) for name in ("Model", "wrap", "LossNoise", "GradientDropout", "Constant")},
     "LinearDecay": training.LinearDecay,
+    "SWASchedule": SWASchedule,
     "GradientDropoutOptimizer": optimizers.GradientDropoutOptimizer,
     **{
         name: getattr(callbacks, name)
         for name in (
             "WeightNormalizationInitializer",
-            "SelectiveWeightAveraging",
+            "SWA",
+            "EMA",
+            "LAWA",
+            "SeWA",
             "OptimumShifting",
             "BatchNormStatisticsUpdate",
         )
@@ -392,12 +399,37 @@ raises(
 )
 raises("gd-optimizer-seed-type", "GradientDropoutOptimizer('sgd', seed=1.5)", TypeError, "argument `seed`")
 
-group("SeWA selective weight averaging")
+group("Weight averaging: SWA, EMA, LAWA and SeWA")
+raises("swa-start-negative", "SWA(start=-1)", ValueError, "argument `start`")
+raises("swa-start-fraction-range", "SWA(start=1.5)", ValueError, "argument `start`")
+raises("swa-start-bool", "SWA(start=True)", TypeError, "argument `start`")
+raises("swa-every-range", "SWA(every=0)", ValueError, "argument `every`")
+fit_raises("swa-start-past-end", "model", "x", "SWA(start=1)", ValueError, "argument `start`=1 is past the end")
+raises(
+    "swa-checkpoint-dir-file",
+    "SWA(checkpoint_dir=a_file)",
+    ValueError,
+    "argument `checkpoint_dir` names an existing file",
+)
+raises("swa-install-type", "SWA(install='yes')", TypeError, "argument `install`")
+raises("ema-decay-zero", "EMA(decay=0)", ValueError, "argument `decay`")
+raises("ema-decay-one", "EMA(decay=1.0)", ValueError, "argument `decay`")
+raises("ema-warmup-gamma-range", "EMA(warmup_gamma=0)", ValueError, "argument `warmup_gamma`")
+raises("ema-warmup-power-range", "EMA(warmup_power=-1)", ValueError, "argument `warmup_power`")
+raises("lawa-k-range", "LAWA(k=0)", ValueError, "argument `k`")
+fit_raises("lawa-k-beyond-memory", "model", "x", "LAWA(k=10**9)", ValueError, "pass `checkpoint_dir`")
+raises("swa-schedule-swa-lr-range", "SWASchedule(0.1, swa_lr=0, swa_start=10)", ValueError, "argument `swa_lr`")
+raises(
+    "swa-schedule-anneal-steps-range",
+    "SWASchedule(0.1, swa_lr=0.01, swa_start=10, anneal_steps=-1)",
+    ValueError,
+    "argument `anneal_steps`",
+)
 fit_raises(
     "sewa-selection-nan",
     "model",
     "x",
-    "SelectiveWeightAveraging(k=2, selection_data=(x_nan, y))",
+    "SeWA(k=2, selection_data=(x_nan, y))",
     ValueError,
     "argument `selection_data`",
 )
@@ -405,7 +437,7 @@ fit_raises(
     "sewa-selection-empty-array",
     "model",
     "x",
-    "SelectiveWeightAveraging(k=2, selection_data=(x[:0], y[:0]))",
+    "SeWA(k=2, selection_data=(x[:0], y[:0]))",
     ValueError,
     "argument `selection_data`",
 )
@@ -413,72 +445,54 @@ fit_raises(
     "sewa-selection-empty-dataset",
     "model",
     "x",
-    "SelectiveWeightAveraging(k=2, selection_data=empty_dataset)",
+    "SeWA(k=2, selection_data=empty_dataset)",
     ValueError,
     "argument `selection_data`",
 )
+fit_raises("sewa-selection-none", "model", "x", "SeWA(k=2)", ValueError, "argument `selection_data`")
 fit_raises(
-    "sewa-selection-none",
+    "sewa-batchnorm-data-nan",
     "model",
     "x",
-    "SelectiveWeightAveraging(k=2, strategy='sewa')",
+    "SeWA(k=2, selection_data=(x, y), batchnorm_data=x_nan)",
     ValueError,
-    "argument `selection_data`",
+    "argument `batchnorm_data`",
 )
 fit_accepted(
     "sewa-selection-int",
     "x_int",
-    "SelectiveWeightAveraging(k=2, num_checkpoints=4, selection_data=(x_int, y), selection_steps=2, seed=0)",
+    "SeWA(k=2, num_checkpoints=4, selection_data=(x_int, y), selection_steps=2, seed=0)",
     _averaged,
 )
 fit_accepted(
     "sewa-selection-float64",
     "x_f64",
-    "SelectiveWeightAveraging(k=2, num_checkpoints=4, selection_data=(x_f64, y), selection_steps=2, seed=0)",
+    "SeWA(k=2, num_checkpoints=4, selection_data=(x_f64, y), selection_steps=2, seed=0)",
     _averaged,
 )
-raises(
-    "sewa-k-above-t",
-    "SelectiveWeightAveraging(k=5, num_checkpoints=3)",
-    ValueError,
-    "argument `k` must be <= `num_checkpoints`",
-)
-raises("sewa-k-type", "SelectiveWeightAveraging(k='a')", TypeError, "argument `k`")
-raises("sewa-k-range", "SelectiveWeightAveraging(k=0)", ValueError, "argument `k`")
-raises("sewa-num-checkpoints-type", "SelectiveWeightAveraging(num_checkpoints='a')", TypeError, "`num_checkpoints`")
-raises("sewa-num-checkpoints-range", "SelectiveWeightAveraging(num_checkpoints=0)", ValueError, "`num_checkpoints`")
-raises("sewa-strategy-name", "SelectiveWeightAveraging(strategy='best')", ValueError, "argument `strategy`")
-raises("sewa-strategy-type", "SelectiveWeightAveraging(strategy=5)", ValueError, "argument `strategy`")
-raises("sewa-temperature-type", "SelectiveWeightAveraging(temperature='a')", TypeError, "argument `temperature`")
-raises("sewa-temperature-range", "SelectiveWeightAveraging(temperature=0)", ValueError, "argument `temperature`")
-raises("sewa-num-samples-type", "SelectiveWeightAveraging(num_samples=1.0)", TypeError, "argument `num_samples`")
-raises("sewa-num-samples-range", "SelectiveWeightAveraging(num_samples=0)", ValueError, "argument `num_samples`")
-raises("sewa-start-range", "SelectiveWeightAveraging(start=-1)", ValueError, "argument `start`")
-raises("sewa-every-n-steps-range", "SelectiveWeightAveraging(every_n_steps=0)", ValueError, "argument `every_n_steps`")
-raises("sewa-ema-decay-type", "SelectiveWeightAveraging(ema_decay='a')", TypeError, "argument `ema_decay`")
-raises("sewa-ema-decay-range", "SelectiveWeightAveraging(ema_decay=1.0)", ValueError, "argument `ema_decay`")
+raises("sewa-k-above-t", "SeWA(k=5, num_checkpoints=3)", ValueError, "argument `k` must be <= `num_checkpoints`")
+raises("sewa-k-type", "SeWA(k='a')", TypeError, "argument `k`")
+raises("sewa-k-range", "SeWA(k=0)", ValueError, "argument `k`")
+raises("sewa-num-checkpoints-type", "SeWA(num_checkpoints='a')", TypeError, "`num_checkpoints`")
+raises("sewa-num-checkpoints-range", "SeWA(num_checkpoints=0)", ValueError, "`num_checkpoints`")
+raises("sewa-temperature-type", "SeWA(temperature='a')", TypeError, "argument `temperature`")
+raises("sewa-temperature-range", "SeWA(temperature=0)", ValueError, "argument `temperature`")
+raises("sewa-num-samples-type", "SeWA(num_samples=1.0)", TypeError, "argument `num_samples`")
+raises("sewa-num-samples-range", "SeWA(num_samples=0)", ValueError, "argument `num_samples`")
+raises("sewa-start-range", "SeWA(start=-1)", ValueError, "argument `start`")
+raises("sewa-every-n-steps-range", "SeWA(every_n_steps=0)", ValueError, "argument `every_n_steps`")
 raises(
     "sewa-selection-learning-rate-range",
-    "SelectiveWeightAveraging(selection_learning_rate=-1)",
+    "SeWA(selection_learning_rate=-1)",
     ValueError,
     "argument `selection_learning_rate`",
 )
-raises("sewa-selection-size-range", "SelectiveWeightAveraging(selection_size=0)", ValueError, "`selection_size`")
-raises(
-    "sewa-num-random-subsets-range",
-    "SelectiveWeightAveraging(num_random_subsets=-1)",
-    ValueError,
-    "argument `num_random_subsets`",
-)
-raises("sewa-update-batchnorm-type", "SelectiveWeightAveraging(update_batchnorm=1)", TypeError, "`update_batchnorm`")
-raises("sewa-seed-type", "SelectiveWeightAveraging(seed=1.5)", TypeError, "argument `seed`")
-raises("sewa-verbose-range", "SelectiveWeightAveraging(verbose=3)", ValueError, "argument `verbose`")
-raises(
-    "sewa-evaluate-without-validation-data",
-    "SelectiveWeightAveraging(evaluate_every_epoch=True)",
-    ValueError,
-    "argument `validation_data`",
-)
+raises("sewa-selection-size-range", "SeWA(selection_size=0)", ValueError, "`selection_size`")
+raises("sewa-num-random-subsets-range", "SeWA(num_random_subsets=-1)", ValueError, "argument `num_random_subsets`")
+raises("sewa-swap-for-validation-type", "SeWA(swap_for_validation=1)", TypeError, "argument `swap_for_validation`")
+raises("sewa-batchnorm-batch-size-range", "SeWA(batchnorm_batch_size=0)", ValueError, "`batchnorm_batch_size`")
+raises("sewa-seed-type", "SeWA(seed=1.5)", TypeError, "argument `seed`")
+raises("sewa-verbose-range", "SeWA(verbose=3)", ValueError, "argument `verbose`")
 
 group("Optimum shifting")
 fit_raises("shift-data-nan", "model", "x", "OptimumShifting(data=(x_nan, y))", ValueError, "argument `data`")

@@ -64,6 +64,46 @@ class FlatWeights:
         self.size = sum(size for _, _, size in self.layout)
         self._offsets = np.cumsum([0] + [size for _, _, size in self.layout])
 
+    def read_into(self, out):
+        """Writes the current float weights into `out`, a `(size,)` float32 array (a ring-buffer row), in place.
+
+        Example:
+
+        ```python
+        import keras
+        import numpy as np
+        from keras_wtrain.averaging.flat_weights import FlatWeights
+
+        flats = FlatWeights(keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)]))
+        row = np.empty(flats.size, "float32")
+        flats.read_into(row)
+        assert np.array_equal(row, flats.read())
+        ```
+        """
+        for (i, _, _), start, stop in zip(self.layout, self._offsets[:-1], self._offsets[1:]):
+            out[start:stop] = np.asarray(keras.ops.convert_to_numpy(self.variables[i])).reshape(-1)
+        return out
+
+    def unflatten(self, flat):
+        """A flat vector as a list of arrays, one per float variable (trainable, then non-trainable).
+
+        Example:
+
+        ```python
+        import keras
+        import numpy as np
+        from keras_wtrain.averaging.flat_weights import FlatWeights
+
+        flats = FlatWeights(keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)]))
+        assert [a.shape for a in flats.unflatten(np.zeros(flats.size))] == [(3, 2), (2,)]
+        ```
+        """
+        flat = np.asarray(flat, np.float32)
+        return [
+            flat[start:stop].reshape(shape)
+            for (_, shape, _), start, stop in zip(self.layout, self._offsets[:-1], self._offsets[1:])
+        ]
+
     def read(self):
         """The current float weights, flattened: a `(size,)` float32 numpy array (a copy).
 
@@ -111,7 +151,8 @@ class FlatWeights:
         values = [None] * len(self.variables)
         for (i, shape, _), start, stop in zip(self.layout, self._offsets[:-1], self._offsets[1:]):
             dtype = keras.backend.standardize_dtype(self.variables[i].dtype)
-            values[i] = flat[start:stop].reshape(shape).astype(dtype)
+            # a view of `flat` where the dtype matches (no copy of the weights), a cast copy otherwise
+            values[i] = flat[start:stop].reshape(shape).astype(dtype, copy=False)
         for i, variable in enumerate(self.variables):
             if values[i] is None:
                 values[i] = np.asarray(keras.ops.convert_to_numpy(variable))
@@ -137,13 +178,16 @@ class FlatWeights:
         for i, _, _ in self.layout:
             self.variables[i].assign(values[i])
 
-    def gradient_vector(self, gradients):
+    def gradient_vector(self, gradients, consume=False):
         """Per-variable gradients of the trainable variables as a `(size,)` float32 vector in this layout.
 
         Non-trainable entries (e.g. batch-norm moving statistics) are 0; a gradient of `None` counts as 0.
 
         Args:
             gradients: one gradient (array or None) per `model.trainable_variables` entry.
+            consume: if True, `gradients` (a list) has each entry set to None once copied, so the
+                per-variable gradients are freed one by one while the vector fills (one variable's
+                gradient in memory besides the vector, not all of them).
 
         Returns:
             A `(size,)` float32 numpy array.
@@ -164,4 +208,6 @@ class FlatWeights:
         for (i, _, _), start, stop in zip(self.layout, self._offsets[:-1], self._offsets[1:]):
             if i < self.trainable_count and gradients[i] is not None:
                 vector[start:stop] = np.asarray(keras.ops.convert_to_numpy(gradients[i]), np.float32).reshape(-1)
+                if consume:
+                    gradients[i] = None
         return vector

@@ -2,7 +2,7 @@
 
 `F(w)` is `keras_wtrain._core.objective.loss_value` (the compiled loss plus regularisation losses, in inference
 mode, through `model.stateless_call`, so the model's variables are never touched) at weight values `w`. SeWA
-minimises it over masks, and `SelectiveWeightAveraging.objective` reports it for any set of checkpoints.
+minimises it over masks, and `SeWA.objective` reports it for any set of checkpoints.
 
 The backend functions are compiled once per model and loss and shared by every
 `SelectionObjective` on that model (a module-level cache that holds models weakly):
@@ -199,17 +199,24 @@ class SelectionObjective:
         assert [g.shape for g in grads] == [(3, 1), (1,)]
         ```
         """
+        value, grads = self._value_and_grad_tensors(trainable_values, non_trainable_values, x, y)
+        for i, g in enumerate(grads):  # one variable's numpy copy at a time, its backend tensor freed
+            grads[i] = np.asarray(keras.ops.convert_to_numpy(g), np.float32)
+            del g
+        return value, grads
+
+    def _value_and_grad_tensors(self, trainable_values, non_trainable_values, x, y):
+        """`(loss as a float, list of backend gradient tensors)`; the converted weight tensors are freed on return."""
         tv, ntv = self._tensors(trainable_values, non_trainable_values)
         value, grads = _compiled(self.model, self.loss_fn, "value_and_grad", x, y)(tv, ntv, x, y)
-        return float(keras.ops.convert_to_numpy(value)), [
-            np.asarray(keras.ops.convert_to_numpy(g), np.float32) for g in grads
-        ]
+        del tv, ntv  # a copy of the weights in backend tensors: not kept while the gradients are converted
+        return float(keras.ops.convert_to_numpy(value)), list(grads)
 
 
 class FlatObjective:
     """`F` on fixed selection data `(x, y)` at flat weight vectors (checkpoints or their averages).
 
-    The form SeWA's selection (`select_checkpoints`) and `SelectiveWeightAveraging` use: a flat
+    The form SeWA's selection (`select_checkpoints`) and `SeWA` use: a flat
     vector in the layout of `flat_weights` is split into variable values for `objective`.
 
     Args:
@@ -277,6 +284,11 @@ class FlatObjective:
         assert value == 1.0 and gradient.tolist() == [-2.0] * 4
         ```
         """
-        trainable, non_trainable = self.flat_weights.split(np.asarray(flat, np.float32))
-        value, grads = self.objective.value_and_grad(trainable, non_trainable, take(self.x, rows), self.y[rows])
-        return value, self.flat_weights.gradient_vector(grads)
+        trainable, non_trainable = self.flat_weights.split(np.asarray(flat, np.float32))  # views of `flat`
+        value, grads = self.objective._value_and_grad_tensors(
+            trainable, non_trainable, take(self.x, rows), self.y[rows]
+        )
+        del trainable, non_trainable
+        # Each backend gradient is copied into the flat vector and dropped at once: the vector and one
+        # variable's gradient in memory, not the gradients twice (backend tensors and numpy copies) plus the vector.
+        return value, self.flat_weights.gradient_vector(grads, consume=True)

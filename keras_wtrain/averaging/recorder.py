@@ -2,7 +2,7 @@
 
 `TrajectoryRecorder` copies the model's float weights to a `Trajectory` every `every_n_steps`
 optimizer steps from global step `start` on. It is the recording half of
-`SelectiveWeightAveraging`, usable alone for post-hoc analysis of checkpoints.
+`LAWA` and `SeWA`, usable alone for post-hoc analysis of checkpoints.
 
 - The step count has one source, `model.optimizer.iterations`, read after each batch: it is
   global across `fit` calls and resumption, and right with `steps_per_execution > 1`.
@@ -32,6 +32,7 @@ import numpy as np
 
 from keras_wtrain._core.validation import check_int
 from keras_wtrain._core.validation import check_probability
+from keras_wtrain.averaging.base import check_checkpoint_dir
 from keras_wtrain.averaging.flat_weights import FlatWeights
 from keras_wtrain.averaging.trajectory import Trajectory
 from keras_wtrain.averaging.trajectory import checkpoint_due
@@ -52,7 +53,7 @@ class TrajectoryRecorder(keras.callbacks.Callback):
         num_checkpoints: checkpoints kept (`T`), a positive int.
         start: global optimizer step at which checkpointing starts (an int ≥ 0).
         every_n_steps: optimizer steps between checkpoints, a positive int.
-        ema_decay: decay per checkpoint of the running EMA, in [0, 1).
+        ema_decay: decay per checkpoint of the running EMA, in [0, 1); None keeps no EMA.
         checkpoint_dir: optional directory of a disk-backed, resumable trajectory.
 
     Raises:
@@ -74,13 +75,13 @@ class TrajectoryRecorder(keras.callbacks.Callback):
     ```
     """
 
-    def __init__(self, num_checkpoints, start=0, every_n_steps=1, ema_decay=0.9, checkpoint_dir=None):
-        super().__init__()
+    def __init__(self, num_checkpoints, start=0, every_n_steps=1, ema_decay=0.9, checkpoint_dir=None, **kwargs):
+        super().__init__(**kwargs)
         self.num_checkpoints = check_int("num_checkpoints", num_checkpoints, minimum=1)
         self.start = check_int("start", start, minimum=0)
         self.every_n_steps = check_int("every_n_steps", every_n_steps, minimum=1)
-        self.ema_decay = check_probability("ema_decay", ema_decay, high_inclusive=False)
-        self.checkpoint_dir = checkpoint_dir
+        self.ema_decay = None if ema_decay is None else check_probability("ema_decay", ema_decay, high_inclusive=False)
+        self.checkpoint_dir = check_checkpoint_dir(checkpoint_dir, type(self).__name__)
         self._flat = None  # FlatWeights of the model, once it has variables
         self._trajectory = None
         self._ready = False  # trajectory matched to the model's variables in this fit
@@ -112,8 +113,10 @@ class TrajectoryRecorder(keras.callbacks.Callback):
     def on_train_begin(self, logs=None):
         self._ready, self._step = False, None
         self._ensure_trajectory()
+        super().on_train_begin(logs)
 
     def on_epoch_begin(self, epoch, logs=None):
+        super().on_epoch_begin(epoch, logs)
         if self._step is None:
             # First epoch of this fit, after every on_train_begin (BackupAndRestore restores there):
             # checkpoints taken after the restored step belong to a rolled-back segment.
@@ -121,16 +124,18 @@ class TrajectoryRecorder(keras.callbacks.Callback):
             self._ensure_trajectory()
 
     def on_train_batch_end(self, batch, logs=None):
+        super().on_train_batch_end(batch, logs)
         previous, self._step = self._step, self._optimizer_step()
         previous = self._step - 1 if previous is None else previous
         if checkpoint_due(previous, self._step, self.start, self.every_n_steps) and self._ensure_trajectory():
             # `_optimizer_step` read `self.model`, which on JAX synced the variables of this step.
-            self._trajectory.record(self._flat.read(), self._step)
+            self._trajectory.record_weights(self._flat, self._step)
 
     def on_epoch_end(self, epoch, logs=None):
         # Where `BackupAndRestore` backs up: a run resumed from here restarts its EMA from this mark.
         if self._trajectory is not None and self._ready:
             self._trajectory.mark()
+        super().on_epoch_end(epoch, logs)
 
     @property
     def model_size(self):

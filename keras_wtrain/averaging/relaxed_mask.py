@@ -24,6 +24,10 @@ from typing import NamedTuple
 
 import numpy as np
 
+from keras_wtrain.averaging.checkpoint_buffer import _shared_mapping
+from keras_wtrain.averaging.checkpoint_buffer import rows_dot_vector
+from keras_wtrain.averaging.checkpoint_buffer import weighted_rows_sum
+
 __all__ = [
     "AdamState",
     "RelaxedMask",
@@ -106,7 +110,9 @@ def relaxed_average(checkpoints, mask):
     ```
     """
     mask = np.asarray(mask)
-    return mask.astype(np.float32) @ checkpoints / np.float32(max(float(mask.sum()), 1e-6))
+    average = weighted_rows_sum(mask.astype(np.float32), checkpoints)  # streamed on a memory map
+    average /= np.float32(max(float(mask.sum()), 1e-6))  # in place: one (P,) array, not two
+    return average
 
 
 def mask_gradient(checkpoints, mask, probabilities, weight_gradient, temperature, average=None):
@@ -138,7 +144,11 @@ def mask_gradient(checkpoints, mask, probabilities, weight_gradient, temperature
     """
     mask = np.asarray(mask, np.float64)
     average = relaxed_average(checkpoints, mask) if average is None else average
-    dm = (checkpoints @ weight_gradient - average @ weight_gradient).astype(np.float64) / max(mask.sum(), 1e-6)
+    if _shared_mapping(checkpoints) is None:
+        scores = checkpoints @ weight_gradient
+    else:  # a memory map: a column block of the rows at a time
+        scores = rows_dot_vector(checkpoints, weight_gradient, np.result_type(checkpoints, weight_gradient))
+    dm = (scores - average @ weight_gradient).astype(np.float64) / max(mask.sum(), 1e-6)
     s = probabilities
     return dm * mask * (1 - mask) / temperature / (s * (1 - s))
 
@@ -295,6 +305,7 @@ def relax_mask(
             average = relaxed_average(checkpoints, m)
             value, weight_gradient = loss_and_grad(average, rows)
             grad_s += mask_gradient(checkpoints, m, s, weight_gradient, temperature, average=average)
+            del average, weight_gradient  # two (P,) arrays: freed before the next sample's are made
             losses.append(value)
         history.append(float(np.mean(losses)))
         s, adam = adam_step(s, grad_s / num_samples, adam, learning_rate)

@@ -7,7 +7,7 @@
   carry it across checkpoints with explicit state (as optax transforms do).
 - Rules: a rule is a function `rule(checkpoints, context) -> Average`, where `checkpoints` is the
   `(T, P)` array of kept checkpoints (oldest first) and `context` an `AveragingContext`.
-  `AVERAGING_RULES` maps the strategy names of `SelectiveWeightAveraging` to the built-in rules;
+  `AVERAGING_RULES` maps the rule names of `SeWA.average_weights` to the built-in rules;
   any function with that signature is a rule too (`get_averaging_rule`).
 
 Example:
@@ -289,7 +289,7 @@ def sewa_rule(checkpoints, context):
     """
     _require_k("sewa", checkpoints, context.k)
     if context.select is None:
-        raise ValueError("strategy 'sewa' needs `context.select` (the mask learning of SelectiveWeightAveraging).")
+        raise ValueError("strategy 'sewa' needs `context.select` (the mask learning of SeWA).")
     indices, probabilities = context.select(checkpoints)
     return _uniform(checkpoints, indices, probabilities)
 
@@ -324,7 +324,7 @@ def get_averaging_rule(strategy):
     if isinstance(strategy, str) and strategy in AVERAGING_RULES:
         return AVERAGING_RULES[strategy]
     raise ValueError(
-        f"argument `strategy` must be one of {tuple(AVERAGING_RULES)} or a rule function "
+        f"argument `rule` must be one of {tuple(AVERAGING_RULES)} or a rule function "
         f"`rule(checkpoints, context) -> Average`; received {strategy!r}."
     )
 

@@ -73,9 +73,18 @@ def full_gradient(loss_and_grad, flat, num_examples, chunk_size=256):
     for begin in range(0, num_examples, chunk_size):
         rows = np.arange(begin, min(begin + chunk_size, num_examples))
         _, gradient = loss_and_grad(flat, rows)
-        gradient = np.asarray(gradient, np.float64) * len(rows)
-        total = gradient if total is None else total + gradient
-    return total / num_examples
+        # In place, in float64 (the same values as `float64(gradient) * len(rows)` summed, then divided): one
+        # float64 (P,) accumulator and no (P,) temporaries besides the chunk's float32 gradient.
+        gradient = np.asarray(gradient)
+        if total is None:
+            total = np.multiply(gradient, len(rows), dtype=np.float64)
+        else:
+            for start in range(0, len(total), 1 << 20):
+                block = slice(start, start + (1 << 20))
+                total[block] += np.multiply(gradient[block], len(rows), dtype=np.float64)
+        del gradient
+    total /= num_examples
+    return total
 
 
 def _check_steps(steps, checks=4):
@@ -139,7 +148,12 @@ def select_checkpoints(
         `random_objectives`, `relaxed_indices` (top-`k` of the final `s`) and `relaxed_objective` (None if
         not evaluated), `evaluations` (of `F`, in total), `baseline_evaluations`, `relaxed_evaluations`,
         `search_evaluations`, `swaps`, `search_converged` (no swap of the search's result lowers `F`),
-        `gradient_calls`, `time_s`.
+        `gradient_calls`, `time_s`, `phase_time_s` (a dict of the seconds spent in "baselines", "relaxed"
+        (the relaxed phase with its checks) and "search").
+
+    Memory: besides `checkpoints` (read in place; a memory map is streamed a column block at a time and
+    never becomes resident as a whole), a few `(P,)` vectors at a time: the average being evaluated, the
+    backend's copy of it and its gradient, and in the search the float64 gradient `∇F`.
 
     Example:
 
@@ -176,6 +190,8 @@ def select_checkpoints(
     subsets = random_subsets(t_count, k, num_random_subsets, seed) if k < t_count else [window] * num_random_subsets
     random_values = [evaluate(subset, "random") for subset in subsets]
     baseline_evaluations = losses.evaluations
+    phase_begin = time.perf_counter()
+    phase_time = {"baselines": phase_begin - begin, "relaxed": 0.0, "search": 0.0}
     s, history, gradient_calls, relaxed_evaluations = np.ones(t_count), [], 0, 0
     relaxed_indices, search = list(window), None
     if k < t_count:
@@ -194,6 +210,8 @@ def select_checkpoints(
         relaxed_indices = top_k_indices(s, k).tolist()
         relaxed_evaluations = used()
         gradient_calls = steps * num_samples
+        phase_time["relaxed"] = time.perf_counter() - phase_begin
+        phase_begin = time.perf_counter()
 
         def gradient(flat):
             nonlocal gradient_calls
@@ -202,6 +220,7 @@ def select_checkpoints(
 
         start, _ = losses.best(size=k)
         search = swap_search(losses, start, gradient, max_evaluations - relaxed_evaluations)
+        phase_time["search"] = time.perf_counter() - phase_begin
     chosen, value = losses.best()
     best_random = min(range(len(subsets)), key=random_values.__getitem__) if subsets else None
     report = {
@@ -230,5 +249,6 @@ def select_checkpoints(
         "search_converged": search.converged if search else True,
         "gradient_calls": gradient_calls,
         "time_s": time.perf_counter() - begin,
+        "phase_time_s": phase_time,
     }
     return MaskSelection(np.array(chosen), s, history, report)

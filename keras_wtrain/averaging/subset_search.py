@@ -27,6 +27,9 @@ from typing import NamedTuple
 
 import numpy as np
 
+from keras_wtrain.averaging.checkpoint_buffer import _shared_mapping
+from keras_wtrain.averaging.checkpoint_buffer import rows_dot_vector
+from keras_wtrain.averaging.checkpoint_buffer import weighted_rows_sum
 from keras_wtrain.averaging.rules import uniform_average
 
 __all__ = ["SubsetLosses", "SwapSearchResult", "random_subsets", "swap_search"]
@@ -34,6 +37,29 @@ __all__ = ["SubsetLosses", "SwapSearchResult", "random_subsets", "swap_search"]
 
 def _key(indices):
     return tuple(sorted(int(i) for i in indices))
+
+
+def subset_average(checkpoints, indices):
+    """`uniform_average(checkpoints, indices)`, streamed a column block at a time when `checkpoints` is a memory map.
+
+    In memory it is `uniform_average` itself (a float32 product of the mask weights with the rows, no copy of
+    the rows); on a memory map the same weights multiply one block of rows at a time (`weighted_rows_sum`), so
+    the rows never become resident together.
+
+    Example:
+
+    ```python
+    import numpy as np
+    from keras_wtrain.averaging.subset_search import subset_average
+
+    assert subset_average(np.array([[0.0], [2.0], [9.0]], "float32"), [0, 1]).tolist() == [1.0]
+    ```
+    """
+    if _shared_mapping(checkpoints) is None:
+        return uniform_average(checkpoints, indices)
+    mask = np.zeros(len(checkpoints))
+    mask[np.asarray(indices, int)] = 1.0
+    return weighted_rows_sum((mask / mask.sum()).astype(np.float32), checkpoints)
 
 
 class SubsetLosses:
@@ -66,7 +92,7 @@ class SubsetLosses:
         """`F` of the uniform average of `indices` (evaluated on the first request only)."""
         key = _key(indices)
         if key not in self.values:
-            self.values[key] = float(self.loss(uniform_average(self.checkpoints, key)))
+            self.values[key] = float(self.loss(subset_average(self.checkpoints, key)))
         return self.values[key]
 
     def __contains__(self, indices):
@@ -183,8 +209,10 @@ def swap_search(losses, start, gradient=None, max_evaluations=16):
         inside = np.array(current)
         outside = np.setdiff1d(np.arange(t_count), inside)
         if gradient is not None:
-            g = np.asarray(gradient(uniform_average(checkpoints, current)), np.float64)
-            scores = checkpoints.astype(np.float64) @ g
+            g = gradient(subset_average(checkpoints, current))
+            # float64 scores, the rows cast a column block at a time: no float64 copy of all T rows
+            scores = rows_dot_vector(checkpoints, g, np.float64)
+            del g
         else:
             scores = -np.arange(t_count, dtype=np.float64)  # prefer bringing in later checkpoints
         predicted = (scores[outside][None, :] - scores[inside][:, None]) / k  # (K, T - K)

@@ -58,7 +58,7 @@ class Trajectory:
     Args:
         capacity: checkpoints kept (`T`), a positive int.
         size: floats per checkpoint (`P`).
-        ema_decay: EMA decay per checkpoint, in [0, 1).
+        ema_decay: EMA decay per checkpoint, in [0, 1); None keeps no EMA.
         directory: optional directory of a disk-backed, resumable buffer (see `CheckpointBuffer`);
             the EMA is saved there as `sewa_ema.npy` with its count and last step in the state file, its
             last `mark()` as `sewa_ema_mark.npy`.
@@ -175,7 +175,30 @@ class Trajectory:
         """
         flat = np.asarray(flat, np.float32)
         self.buffer.append(flat, step)
-        self.ema = ema_accumulate(self.ema, flat, step, self.ema_decay)
+        if self.ema_decay is not None:  # None: no EMA kept (one copy of the weights less)
+            self.ema = ema_accumulate(self.ema, flat, step, self.ema_decay)
+        self._save()
+
+    def record_weights(self, flat_weights, step):
+        """Keeps the current weights of a `FlatWeights` at global `step`, read straight into the buffer's row.
+
+        Example:
+
+        ```python
+        import keras
+        from keras_wtrain.averaging.flat_weights import FlatWeights
+        from keras_wtrain.averaging.trajectory import Trajectory
+
+        flats = FlatWeights(keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)]))
+        trajectory = Trajectory(capacity=2, size=flats.size, ema_decay=None)
+        trajectory.record_weights(flats, step=1)
+        assert len(trajectory) == 1
+        ```
+        """
+        if self.ema_decay is not None:
+            self.record(flat_weights.read(), step)
+            return
+        self.buffer.append_with(flat_weights.read_into, step)
         self._save()
 
     def drop_after(self, step):
@@ -202,7 +225,7 @@ class Trajectory:
             return 0
         if self.ema_mark is not None and self.ema_mark.step > step:
             self.ema_mark = None  # marked in the rolled-back segment
-        if self.ema.step > step:
+        if self.ema_decay is not None and self.ema.step > step:
             self.ema = EmaState() if self.ema_mark is None else self.ema_mark
             for row, kept_step in zip(self.buffer.checkpoints(), self.buffer.steps):
                 if kept_step > self.ema.step:

@@ -92,8 +92,10 @@ def _mechanism_intro(flat):
             f"weight perturbations of radius {flat['sharpness_radius']} (every layer)."
         )
     parts.append(
-        "Averaging: the checkpoints averaged and the selection objective F (training loss) of the average vs the "
-        "last checkpoint. Optimum shifting: shifts kept by the loss guard, the relative weight change on live rows, "
+        "Averaging: how many weights were averaged, how far the average is from the last weights "
+        "(‖average − last‖ / ‖last‖) and the training loss at each. Every row says which learning-rate schedule it "
+        "trained with: each average runs with its own (SWA's schedule, LAWA's and SeWA's constant rate). "
+        "Optimum shifting: shifts kept by the loss guard, the relative weight change on live rows, "
         "the guard-slice training-loss change per shift, the kernel norm. Shadow weights: DOM vs AOM test accuracy."
     )
     return " ".join(parts)

@@ -93,48 +93,67 @@ def flatness(model, train, loss, settings=None):
     }
 
 
-def averaging_mechanism(callback):
-    """Which checkpoints a `SelectiveWeightAveraging` callback averaged, and the selection objective.
+def averaging_mechanism(callback, data, max_examples=1024):
+    """What an averaging callback did: how many weights it averaged, how far the average is from the last weights,
+    and the training loss at each.
 
     Args:
-        callback: the callback, after training.
+        callback: an `SWA`, `EMA`, `LAWA` or `SeWA` callback, after training (its average installed).
+        data: training data `(x, y)` for the losses.
+        max_examples: examples of `data` used.
 
     Returns:
-        `{"strategy", "averaged_steps", "num_averaged", "num_checkpoints", "objective", "objective_last",
-        "selection_time_s"}` (`objective`: training loss `F` of the average; empty when none was installed).
+        `{"averaging", "num_averaged", "averaged_steps", "average_distance", "loss_average", "loss_last",
+        "selection_time_s"}`; `average_distance` is `‖average − last‖ / ‖last‖` over the averaged weights (0 means
+        the average is the last weights). Empty when no average was installed.
 
     Example:
 
     ```python
     import keras
     import numpy as np
-    from keras_wtrain.callbacks import SelectiveWeightAveraging
+    from keras_wtrain.averaging import LAWA
     from keras_wtrain.comparison.mechanisms import averaging_mechanism
 
     x, y = np.random.rand(64, 4).astype("float32"), np.arange(64) % 2
     model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
     model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    swa = SelectiveWeightAveraging(k=2, num_checkpoints=4, strategy="lawa", selection_data=(x, y), seed=0)
-    model.fit(x, y, batch_size=16, epochs=2, verbose=0, callbacks=[swa])
-    print(averaging_mechanism(swa)["averaged_steps"])  # [7, 8]
+    lawa = LAWA(k=2)
+    model.fit(x, y, batch_size=16, epochs=3, verbose=0, callbacks=[lawa])
+    print(averaging_mechanism(lawa, (x, y))["average_distance"])
     ```
     """
-    if callback.selected_steps is None:
+    from keras_wtrain._core.objective import mean_loss
+    from keras_wtrain.averaging.base import averaged_variables
+
+    if not getattr(callback, "installed", False):
         return {}
-    steps = [int(s) for s in callback.selected_steps]
-    kept = callback.checkpoints()
-    out = {
-        "strategy": callback.strategy if isinstance(callback.strategy, str) else "custom",
-        "averaged_steps": steps,
-        "num_averaged": len(steps),
-        "num_checkpoints": int(len(kept)),
-        "objective": None if callback.average_loss is None else float(callback.average_loss),
-        "objective_last": None,
-        "selection_time_s": float(callback.selection_time_s or 0.0),
+    model = callback.model
+    variables = averaged_variables(model)
+    average = [np.array(keras.ops.convert_to_numpy(v), np.float32) for v in variables]
+    last = [np.asarray(r, np.float32).reshape(a.shape) for r, a in zip(callback.raw_weights(), average)]
+    difference = math.sqrt(sum(float(np.sum((a - r) ** 2)) for a, r in zip(average, last)))
+    norm = math.sqrt(sum(float(np.sum(r**2)) for r in last))
+    x, y = data
+    sample = (keras.tree.map_structure(lambda a: a[:max_examples], x), y[:max_examples])
+    loss_average = mean_loss(model, sample)
+    for variable, value in zip(variables, last):
+        variable.assign(value)
+    loss_last = mean_loss(model, sample)
+    for variable, value in zip(variables, average):
+        variable.assign(value)
+    steps = getattr(callback, "selected_steps", None)
+    if steps is None and hasattr(callback, "checkpoint_steps"):
+        steps = callback.checkpoint_steps.tolist()
+    return {
+        "averaging": type(callback).__name__,
+        "num_averaged": int(len(steps)) if steps is not None else int(callback.num_averaged),
+        "averaged_steps": None if steps is None else [int(s) for s in steps],
+        "average_distance": difference / max(norm, 1e-12),
+        "loss_average": float(loss_average),
+        "loss_last": float(loss_last),
+        "selection_time_s": float(getattr(callback, "selection_time_s", None) or 0.0),
     }
-    if callback.selection_data is not None and len(kept):
-        out["objective_last"] = float(callback.weights_loss(kept[-1]))
-    return out
 
 
 def shifting_mechanism(callback):

@@ -293,13 +293,16 @@ def _mechanism_cell(technique, entry, runs):
     if "dom_accuracy" in m:
         cells.append(f"DOM {_mean(entry, 'dom_accuracy', 100, 1)} % / AOM {_mean(entry, 'aom_accuracy', 100, 1)} %")
     if "num_averaged" in m:
-        steps = first.get("averaged_steps", [])
-        span = f", steps {steps[0]}–{steps[-1]}" if steps else ""
-        objective = ""
-        if "objective" in m and "objective_last" in m:
-            objective = f"; F {_mean(entry, 'objective', 1, 4)} vs last {_mean(entry, 'objective_last', 1, 4)}"
-        averaged = f"{first.get('strategy', '')} averaged {m['num_averaged']['mean']:.0f}"
-        cells.append(f"{averaged} of {m['num_checkpoints']['mean']:.0f} checkpoints{span}{objective}")
+        steps = first.get("averaged_steps") or []
+        span = f" (steps {steps[0]}–{steps[-1]})" if steps else ""
+        text = f"{first.get('averaging', 'average')} of {m['num_averaged']['mean']:.0f} weights{span}"
+        if "average_distance" in m:
+            text += f", {_mean(entry, 'average_distance', 100, 2)} % from the last weights"
+        if "loss_average" in m and "loss_last" in m:
+            text += f"; train loss {_mean(entry, 'loss_average', 1, 4)} vs last {_mean(entry, 'loss_last', 1, 4)}"
+        cells.append(text)
+    if first.get("schedule"):
+        cells.append(f"schedule: {first['schedule']}")
     if "shift_shifts" in m:
         text = f"shifts kept {m['shift_shifts_kept']['mean']:.1f}/{m['shift_shifts']['mean']:.0f}"
         if "shift_relative_change_live" in m:

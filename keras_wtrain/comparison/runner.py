@@ -135,7 +135,8 @@ def run_one(technique, inputs, seed, epochs, batch_size, progress=True, measure=
     setup = build_technique(technique, inputs.make_model, (data.x_train, data.y_train), epochs, batch_size, seed)
     model = setup.model
     steps = epochs * -(-len(data.y_train) // batch_size)
-    model.compile((optimizer or default_optimizer)(steps), inputs.loss, metrics=["accuracy"])
+    # A technique that comes with its own schedule (SWA's, LAWA's constant rate) uses it; the rest the harness's.
+    model.compile((setup.optimizer or optimizer or default_optimizer)(steps), inputs.loss, metrics=["accuracy"])
     timer = StepTimer()
     history = model.fit(
         data.x_train,
@@ -154,7 +155,7 @@ def run_one(technique, inputs, seed, epochs, batch_size, progress=True, measure=
     if measure:
         found.update(mechanisms.flatness(model, (data.x_train, data.y_train), inputs.loss))
         if setup.averaging is not None:
-            found.update(mechanisms.averaging_mechanism(setup.averaging))
+            found.update(mechanisms.averaging_mechanism(setup.averaging, (data.x_train, data.y_train)))
         if setup.shifting is not None:
             found.update({f"shift_{k}": v for k, v in mechanisms.shifting_mechanism(setup.shifting).items()})
         if "shadow" in found.get("wrapped_layers", {}):

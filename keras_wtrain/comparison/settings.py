@@ -33,7 +33,7 @@ TECHNIQUES = (
     "optimum-shift",
 )
 
-# SelectiveWeightAveraging strategies: one model installs one average, so a combination holds at most one.
+# The averaging callbacks (SWA, LAWA, EMA, SeWA): one model installs one average, so a combination holds at most one.
 AVERAGING = ("sewa", "swa", "lawa", "ema")
 
 # The recommended recipe (docs/tutorials/does_it_help.md): run by default, next to the baseline and its parts.

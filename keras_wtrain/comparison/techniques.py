@@ -13,7 +13,14 @@ from keras_wtrain._core import layer_kinds
 from keras_wtrain.comparison.settings import AVERAGING
 from keras_wtrain.comparison.settings import parse_technique
 
-__all__ = ["TechniqueSetup", "averaging_schedule", "build_technique", "layer_wrapper", "rebuild_with"]
+__all__ = [
+    "TechniqueSetup",
+    "averaging_recipe",
+    "averaging_schedule",
+    "build_technique",
+    "layer_wrapper",
+    "rebuild_with",
+]
 
 WRAPPING = ("weightnorm", "shadow")
 STEP_NOISE = ("loss-noise", "grad-dropout")
@@ -25,16 +32,18 @@ class TechniqueSetup(NamedTuple):
     Attributes:
         model: the uncompiled Keras model to train.
         callbacks: weight averaging, optimum shifting, then `BatchNormStatisticsUpdate` (shadow + batch norm).
-        averaging: the `SelectiveWeightAveraging` callback, or None.
+        averaging: the `SWA`, `EMA`, `LAWA` or `SeWA` callback, or None.
         shifting: the `OptimumShifting` callback, or None.
-        info: `wrapped_layers` (per wrapper), noise levels and `batchnorm_reestimated`.
+        info: `wrapped_layers` (per wrapper), noise levels, `batchnorm_reestimated` and `schedule` (the
+            learning-rate schedule this run trains with, in words).
+        optimizer: `f(total_steps) -> optimizer` for this run, or None for the harness's default.
 
     Example:
 
     ```python
     from keras_wtrain.comparison.techniques import TechniqueSetup
 
-    print(TechniqueSetup._fields)  # ('model', 'callbacks', 'averaging', 'shifting', 'info')
+    print(TechniqueSetup._fields)  # ('model', 'callbacks', 'averaging', 'shifting', 'info', 'optimizer')
     ```
     """
 
@@ -43,6 +52,7 @@ class TechniqueSetup(NamedTuple):
     averaging: object
     shifting: object
     info: dict
+    optimizer: object = None
 
 
 def _fresh_copy(layer):
@@ -125,15 +135,19 @@ def layer_wrapper(parts):
     return wrap
 
 
+LEARNING_RATE = 1e-3  # Adam's, as the harness's default optimizer
+BASELINE_SCHEDULE = "cosine decay of Adam's 1e-3 to 0"
+
+
 def averaging_schedule(epochs, steps_per_epoch):
-    """Checkpoints of the weight averages: `T` spread over the second half of training, `K = T / 2`.
+    """Checkpoints of SeWA: `T` spread over the second half of training, `K = T / 2` (as the SeWA paper).
 
     Args:
         epochs: training epochs.
         steps_per_epoch: optimizer steps per epoch.
 
     Returns:
-        `{"k", "num_checkpoints", "start", "every_n_steps"}` for `SelectiveWeightAveraging`.
+        `{"k", "num_checkpoints", "start", "every_n_steps"}` for `SeWA`.
 
     Example:
 
@@ -152,6 +166,59 @@ def averaging_schedule(epochs, steps_per_epoch):
         "start": max(0, total - num_checkpoints * every),
         "every_n_steps": every,
     }
+
+
+def averaging_recipe(technique, epochs, steps_per_epoch, train, seed):
+    """Each average with its own recommended learning-rate schedule: `(callback, optimizer factory, schedule)`.
+
+    - `swa`: SWA over the last 25 % of the epochs (per epoch), under `SWASchedule`: the baseline's cosine decay
+      until the SWA start, then a one-epoch cosine anneal to a constant `swa_lr` = half the initial rate;
+    - `ema`: EMA of every step, decay 0.999 with timm's warmup, under the baseline's schedule;
+    - `lawa`: LAWA of the last 5 epoch-end checkpoints (Kaddour et al.) under a constant learning rate;
+    - `sewa`: SeWA's `K` of `T` late checkpoints (`averaging_schedule`) under a constant learning rate.
+
+    A decay to 0 makes the late weights all alike, so an average of them cannot differ from the last weights:
+    that would test the harness, not the technique.
+
+    Example:
+
+    ```python
+    import numpy as np
+    from keras_wtrain.comparison.techniques import averaging_recipe
+
+    callback, optimizer, schedule = averaging_recipe("swa", 8, 10, (np.zeros((4, 2)), np.zeros(4)), 0)
+    print(type(callback).__name__, callback.start, schedule)
+    ```
+    """
+    from keras_wtrain.averaging import EMA
+    from keras_wtrain.averaging import LAWA
+    from keras_wtrain.averaging import SWA
+    from keras_wtrain.averaging import SeWA
+    from keras_wtrain.averaging import SWASchedule
+
+    def cosine(total_steps):
+        return keras.optimizers.schedules.CosineDecay(LEARNING_RATE, max(1, int(total_steps)))
+
+    if technique == "swa":
+        start_epoch = max(1, int(math.floor(0.75 * epochs))) if epochs > 1 else 0
+        swa_lr = LEARNING_RATE / 2
+
+        def optimizer(total_steps):
+            schedule = SWASchedule(cosine(total_steps), swa_lr, start_epoch * steps_per_epoch, steps_per_epoch)
+            return keras.optimizers.Adam(schedule)
+
+        words = f"cosine decay until epoch {start_epoch}, then a 1-epoch cosine anneal to a constant {swa_lr:g}"
+        return SWA(start=start_epoch), optimizer, words
+    if technique == "ema":
+        return EMA(decay=0.999, warmup=True), None, BASELINE_SCHEDULE
+    constant = f"constant {LEARNING_RATE:g}"
+    if technique == "lawa":
+        return LAWA(k=min(5, epochs)), (lambda total_steps: keras.optimizers.Adam(LEARNING_RATE)), constant
+    if technique == "sewa":
+        schedule = averaging_schedule(epochs, steps_per_epoch)
+        callback = SeWA(selection_data=train, seed=seed, **schedule)
+        return callback, (lambda total_steps: keras.optimizers.Adam(LEARNING_RATE)), constant
+    raise ValueError(f"argument `technique`: {technique!r} is not an averaging technique ({', '.join(AVERAGING)}).")
 
 
 def build_technique(technique, make_model, train, epochs, batch_size, seed):
@@ -208,14 +275,12 @@ def build_technique(technique, make_model, train, epochs, batch_size, seed):
             info["loss_noise_stddev"] = loss_noise.get_config()["stddev"]
         if dropout is not None:
             info["gradient_dropout_rate"] = dropout.get_config()["rate"]
-    callbacks, averaging, shifting = [], None, None
+    callbacks, averaging, shifting, optimizer = [], None, None, None
+    info["schedule"] = BASELINE_SCHEDULE
     strategy = next((part for part in parts if part in AVERAGING), None)
     if strategy is not None:
-        from keras_wtrain.callbacks import SelectiveWeightAveraging
-
-        n = len(y)
-        schedule = averaging_schedule(epochs, math.ceil(n / batch_size))
-        averaging = SelectiveWeightAveraging(strategy=strategy, selection_data=(x, y), seed=seed, **schedule)
+        steps_per_epoch = math.ceil(len(y) / batch_size)
+        averaging, optimizer, info["schedule"] = averaging_recipe(strategy, epochs, steps_per_epoch, (x, y), seed)
         callbacks.append(averaging)
     if "optimum-shift" in parts:
         from keras_wtrain.callbacks import OptimumShifting
@@ -231,4 +296,4 @@ def build_technique(technique, make_model, train, epochs, batch_size, seed):
             # weights. Last, after any callback that changes the weights at the end of training.
             callbacks.append(BatchNormStatisticsUpdate((x, y), batch_size=batch_size))
             info["batchnorm_reestimated"] = True
-    return TechniqueSetup(model, callbacks, averaging, shifting, info)
+    return TechniqueSetup(model, callbacks, averaging, shifting, info, optimizer)

@@ -217,18 +217,12 @@ class TechniqueConfig:
         """
         callbacks = []
         if self.sewa_k is not None:
-            from keras_wtrain.averaging.sewa import SelectiveWeightAveraging
+            from keras_wtrain.averaging.sewa import SeWA
 
             if data is None:
                 raise ValueError("SeWA was chosen but argument `data` is None: pass (x, y) training arrays.")
             callbacks.append(
-                SelectiveWeightAveraging(
-                    k=self.sewa_k,
-                    num_checkpoints=self.sewa_checkpoints,
-                    strategy="sewa",
-                    selection_data=data,
-                    seed=self.seed,
-                )
+                SeWA(k=self.sewa_k, num_checkpoints=self.sewa_checkpoints, selection_data=data, seed=self.seed)
             )
         if self.optimum_shifting:
             if data is None:

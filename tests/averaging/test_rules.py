@@ -89,5 +89,5 @@ def test_get_averaging_rule_accepts_names_and_callables():
     assert get_averaging_rule("lawa") is AVERAGING_RULES["lawa"]
     assert tuple(AVERAGING_RULES) == ("sewa", "swa", "lawa", "ema", "random")
     for bad in ("median", 3, None):
-        with pytest.raises(ValueError, match="`strategy`"):
+        with pytest.raises(ValueError, match="`rule`"):
             get_averaging_rule(bad)

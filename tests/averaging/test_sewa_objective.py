@@ -13,7 +13,7 @@ import keras
 import numpy as np
 import pytest
 
-from keras_wtrain.averaging.sewa import SelectiveWeightAveraging
+from keras_wtrain.averaging import SeWA
 from keras_wtrain.comparison.models import build_model
 
 SEEDS = (0, 1, 2)
@@ -33,7 +33,7 @@ def trajectories(mnist5k):
         keras.utils.set_random_seed(seed)
         model = build_model("cnn", x.shape[1:], mnist5k.num_classes)
         model.compile(keras.optimizers.Adam(1e-3), _loss(), metrics=["accuracy"])
-        cb = SelectiveWeightAveraging(
+        cb = SeWA(
             k=K,
             num_checkpoints=T,
             start=total - T * EVERY,

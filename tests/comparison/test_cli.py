@@ -226,7 +226,7 @@ def test_user_model_and_data_from_the_working_directory(user_dir, tmp_path):
     assert abs(config["test_size"] - 0.2 * 1797) < 10
     combined = [r for r in results["runs"] if r["technique"] == "weightnorm+sewa"][0]
     assert combined["mechanisms"]["wrapped_layers"] == {"weightnorm": 2}
-    assert combined["mechanisms"]["strategy"] == "sewa" and combined["mechanisms"]["num_averaged"] >= 1
+    assert combined["mechanisms"]["averaging"] == "SeWA" and combined["mechanisms"]["num_averaged"] >= 1
     assert results["runs"][0]["test_accuracy"] > 0.5
     assert "**weightnorm+sewa**" in result.stdout
 
@@ -266,7 +266,10 @@ MECHANISMS = {
     "shadow": {"wrapped_layers", "aom_accuracy", "dom_accuracy"},
     "loss-noise": {"loss_noise_stddev"},
     "grad-dropout": {"gradient_dropout_rate"},
-    "sewa": {"averaged_steps", "num_averaged", "num_checkpoints", "objective", "objective_last"},
+    "sewa": {"averaging", "averaged_steps", "num_averaged", "average_distance", "loss_average", "loss_last"},
+    "lawa": {"averaging", "averaged_steps", "num_averaged", "average_distance", "loss_average", "loss_last"},
+    "swa": {"averaging", "num_averaged", "average_distance", "loss_average", "loss_last"},
+    "ema": {"averaging", "num_averaged", "average_distance", "loss_average", "loss_last"},
     "optimum-shift": {"shift_shifts", "shift_shifts_kept", "shift_relative_change_live", "shift_loss_change"},
 }
 
@@ -320,14 +323,22 @@ def test_quick_results_hold_the_mechanism_columns(quick_run):
     assert by_technique["grad-dropout"]["gradient_dropout_rate"] == 0.1
     shadow_run = [r for r in results["runs"] if r["technique"] == "shadow"][0]
     assert by_technique["shadow"]["aom_accuracy"] == shadow_run["test_accuracy"]
-    for strategy in ("sewa", "swa", "lawa", "ema"):
-        steps = by_technique[strategy]["averaged_steps"]
-        assert steps == sorted(steps) and len(steps) == by_technique[strategy]["num_averaged"]
-    assert by_technique["swa"]["num_averaged"] == by_technique["swa"]["num_checkpoints"]
+    for technique in ("sewa", "lawa"):  # checkpoints from a ring buffer: their steps
+        steps = by_technique[technique]["averaged_steps"]
+        assert steps == sorted(steps) and len(steps) == by_technique[technique]["num_averaged"]
+    for technique in ("swa", "ema"):  # running averages: a count
+        assert by_technique[technique]["averaged_steps"] is None and by_technique[technique]["num_averaged"] >= 1
+    for technique in ("sewa", "swa", "lawa", "ema"):
+        assert by_technique[technique]["average_distance"] >= 0.0
+    # each average with its own schedule, the baseline with the harness's
+    assert by_technique["swa"]["schedule"].startswith("cosine decay until epoch 1")
+    assert by_technique["lawa"]["schedule"] == by_technique["sewa"]["schedule"] == "constant 0.001"
+    assert by_technique["ema"]["schedule"] == by_technique["baseline"]["schedule"] == "cosine decay of Adam's 1e-3 to 0"
+    assert by_technique["ema"]["average_distance"] > 0.0  # an EMA of every step differs from the last weights
     shifted = by_technique["optimum-shift"]
     assert shifted["shift_shifts"] == 3  # after each of the 2 epochs and at the end
     # the summary aggregates the numeric mechanism values over seeds
-    assert set(results["summary"]["sewa"]["mechanisms"]["objective"]) == {"mean", "std", "ci95"}
+    assert set(results["summary"]["sewa"]["mechanisms"]["loss_average"]) == {"mean", "std", "ci95"}
 
 
 def test_quick_records_convergence_and_warns(quick_run):

@@ -4,8 +4,10 @@ import keras
 import numpy as np
 import pytest
 
+from keras_wtrain.averaging.base import averaged_variables
+from keras_wtrain.callbacks import SWA
 from keras_wtrain.callbacks import OptimumShifting
-from keras_wtrain.callbacks import SelectiveWeightAveraging
+from keras_wtrain.callbacks import SeWA
 from keras_wtrain.comparison import build_technique
 from keras_wtrain.comparison.models import build_model
 from keras_wtrain.comparison.settings import DEFAULT_TECHNIQUES
@@ -74,24 +76,44 @@ def test_the_three_layers_of_a_combination(train):
     setup = build_technique("weightnorm+sewa+grad-dropout+loss-noise+optimum-shift", _cnn, train, 3, 16, seed=7)
     assert isinstance(setup.model, NoisyModel)
     assert setup.info["loss_noise_stddev"] == 0.3 and setup.info["gradient_dropout_rate"] == 0.1
-    assert [type(c) for c in setup.callbacks] == [SelectiveWeightAveraging, OptimumShifting]  # average, then shift
+    assert [type(c) for c in setup.callbacks] == [SeWA, OptimumShifting]  # average, then shift
     assert setup.averaging is setup.callbacks[0] and setup.shifting is setup.callbacks[1]
-    assert setup.averaging.strategy == "sewa" and setup.averaging.seed == 7 and setup.shifting.seed == 7
+    assert setup.averaging.seed == 7 and setup.shifting.seed == 7
+    # SeWA trains under a constant learning rate (a decay to 0 would make its late checkpoints all alike).
+    optimizer = setup.optimizer(12)
+    assert isinstance(optimizer, keras.optimizers.Adam) and float(optimizer.learning_rate) == pytest.approx(1e-3)
+    assert setup.info["schedule"] == "constant 0.001"
     schedule = averaging_schedule(3, 4)  # 12 steps: 6 checkpoints over the last 6 steps
     assert schedule == {"k": 3, "num_checkpoints": 6, "start": 6, "every_n_steps": 1}
     assert setup.averaging.k == 3 and setup.averaging.num_checkpoints == 6 and setup.averaging.start == 6
 
 
 def test_combined_model_trains_with_every_part(train):
-    x, y = train
-    setup = build_technique("weightnorm+swa+grad-dropout", _cnn, train, epochs=2, batch_size=16, seed=0)
-    model = setup.model
-    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    model.fit(x, y, epochs=2, batch_size=16, verbose=0, callbacks=setup.callbacks)
+    x, y = train  # 64 examples: 4 steps of 16 per epoch
+    setup = build_technique("weightnorm+swa+grad-dropout", _cnn, train, epochs=8, batch_size=16, seed=0)
     averaging = setup.averaging
-    assert len(averaging.selected_steps) == 4 and averaging.selected_steps == averaging.checkpoint_steps.tolist()
-    # SWA installed the mean of every kept checkpoint (no batch normalization to re-estimate)
-    np.testing.assert_allclose(averaging.current_weights(), averaging.checkpoints().mean(axis=0), atol=1e-6)
+    assert isinstance(averaging, SWA) and setup.callbacks == [averaging]
+    assert averaging.start == 6 and averaging.every == "epoch"  # the last 25 % of the epochs
+    assert "then a 1-epoch cosine anneal to a constant 0.0005" in setup.info["schedule"]
+    model = setup.model
+    model.compile(setup.optimizer(8 * 4), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    raw, rates = [], []
+
+    class _EpochEnds(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            raw.append([np.array(keras.ops.convert_to_numpy(v)) for v in averaged_variables(self.model)])
+            rates.append(float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)))
+
+    model.fit(x, y, epochs=8, batch_size=16, verbose=0, callbacks=[_EpochEnds(), *setup.callbacks])
+    # SWA averaged the weights at the ends of epochs 6 and 7 and installed their mean; the raw weights wait.
+    assert averaging.num_averaged == 2 and averaging.installed
+    installed = [keras.ops.convert_to_numpy(v) for v in averaged_variables(model)]
+    for value, a, b in zip(installed, raw[6], raw[7], strict=True):
+        np.testing.assert_allclose(value, (a + b) / 2, rtol=1e-5, atol=1e-6)
+    for value, last in zip(averaging.raw_weights(), raw[7], strict=True):
+        np.testing.assert_array_equal(value, last)
+    # SWASchedule: cosine decay until epoch 6 (step 24), a 1-epoch anneal, then the constant SWA rate.
+    assert rates[0] > rates[5] and rates[7] == pytest.approx(5e-4)
 
 
 def test_rebuild_with_wraps_a_functional_model_and_refuses_a_subclassed_one():

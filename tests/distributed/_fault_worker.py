@@ -6,7 +6,7 @@
     python _fault_worker.py finish WORKDIR CASE [CASE ...]
         for each CASE: resumes WORKDIR/CASE to the end (same backup and callback directories) and writes
         resumed.npz, then trains the same case uninterrupted in fresh directories and writes reference.npz;
-        info.json holds what each run did (epochs run, SeWA's selected steps, the optimum shifts).
+        info.json holds what each run did (epochs run, updates averaged, SeWA's selected steps, the optimum shifts).
 
 Callback order follows Keras: callbacks run in list order, so a callback listed before `BackupAndRestore` has
 changed the weights before the epoch-end backup is written.
@@ -26,31 +26,44 @@ EPOCHS = 3
 def make_callbacks(case, directory, data, marker=None):
     import keras
 
+    from keras_wtrain.callbacks import EMA
+    from keras_wtrain.callbacks import LAWA
+    from keras_wtrain.callbacks import SWA
     from keras_wtrain.callbacks import OptimumShifting
-    from keras_wtrain.callbacks import SelectiveWeightAveraging
+    from keras_wtrain.callbacks import SeWA
     from keras_wtrain.callbacks import WeightNormalizationInitializer
 
     backup = keras.callbacks.BackupAndRestore(os.path.join(directory, "backup"), save_freq="epoch")
-    sewa_options = dict(
-        every_n_steps=2,
-        selection_data=data,
-        selection_size=256,
-        selection_steps=4,
-        num_random_subsets=4,
-        max_evaluations=4,
-        checkpoint_dir=os.path.join(directory, "sewa"),
-        seed=0,
-    )
-    if case == "sewa":
+    averaging_dir = os.path.join(directory, "averaging")
+    if case == "swa":
+        # The running mean of steps 2, 4, ..., 48: the 8 updates of epoch 0 come back from the average saved at
+        # the end of epoch 0; the 5 of epoch 1 before the kill (steps 18..26) must not be counted twice.
+        technique = SWA(start=0, every=2, checkpoint_dir=averaging_dir)
+        callbacks = [backup, technique]
+    elif case == "ema":
+        # An EMA of every step with decay 0.9: the state of epoch 0 still weighs 0.9**32 = 0.03 at the end.
+        technique = EMA(decay=0.9, checkpoint_dir=averaging_dir)
+        callbacks = [backup, technique]
+    elif case == "lawa":
+        # 3 checkpoints every 2 steps: at the kill (step 26) the ring buffer holds steps 22, 24, 26, all after the
+        # backup step (16); the resumed run must drop them and record them again.
+        technique = LAWA(k=3, every=2, checkpoint_dir=averaging_dir)
+        callbacks = [backup, technique]
+    elif case == "sewa":
         # 20 checkpoints every 2 steps: the final window (steps 10..48) reaches back before the epoch-1 backup
         # (step 16), so part of it must come back from the disk buffer of the killed process.
-        technique = SelectiveWeightAveraging(k=4, num_checkpoints=20, strategy="sewa", **sewa_options)
-        callbacks = [backup, technique]
-    elif case == "sewa_ema_window_overwritten":
-        # 6 checkpoints: by the kill (step 26) the ring buffer has overwritten every checkpoint before the
-        # backup step but 16, so the EMA of the whole trajectory cannot be rebuilt on resume; with decay 0.9 the lost
-        # part still weighs 0.9**16 = 0.19 in the final EMA (with the default 1 - 2 / (k + 1) = 0.5, only 1.5e-5).
-        technique = SelectiveWeightAveraging(k=3, num_checkpoints=6, strategy="ema", ema_decay=0.9, **sewa_options)
+        technique = SeWA(
+            k=4,
+            num_checkpoints=20,
+            every_n_steps=2,
+            selection_data=data,
+            selection_size=256,
+            selection_steps=4,
+            num_random_subsets=4,
+            max_evaluations=4,
+            checkpoint_dir=averaging_dir,
+            seed=0,
+        )
         callbacks = [backup, technique]
     elif case == "optimum_shifting":
         # A guard of 10 % keeps every shift here, after retries with larger batches at epochs 1 and 2.
@@ -82,12 +95,16 @@ def train(case, directory, marker=None):
     )
     info = {"epochs_run": list(history.epoch), "final_step": int(model.optimizer.iterations.numpy())}
     arrays = {}
+    if hasattr(technique, "installed"):  # weight averaging: the model holds the average, the raw weights wait
+        info["installed"] = bool(technique.installed)
+        arrays.update({f"raw{i}": w for i, w in enumerate(technique.raw_weights())})
+    if hasattr(technique, "num_averaged"):
+        info["num_averaged"] = int(technique.num_averaged)
+    if hasattr(technique, "checkpoint_steps"):
+        # The recorded trajectory itself, not only the average installed from it.
+        arrays.update(buffer=technique.checkpoints(), buffer_steps=technique.checkpoint_steps)
     if hasattr(technique, "selected_steps"):
         info["selected_steps"] = None if technique.selected_steps is None else list(technique.selected_steps)
-        # The recorded trajectory itself, not only the average installed from it.
-        arrays.update(
-            buffer=technique.checkpoints(), buffer_steps=technique.checkpoint_steps, ema=technique.ema_weights
-        )
     if hasattr(technique, "history") and isinstance(technique.history, list):
         info["shifts"] = [[str(entry["epoch"]), bool(entry["kept"])] for entry in technique.history]
     if hasattr(technique, "initialized_layers"):

@@ -80,7 +80,7 @@ def train(case, tf, data, scope):
     import keras
 
     from keras_wtrain.callbacks import OptimumShifting
-    from keras_wtrain.callbacks import SelectiveWeightAveraging
+    from keras_wtrain.callbacks import SeWA
     from keras_wtrain.callbacks import WeightNormalizationInitializer
 
     keras.utils.set_random_seed(0)
@@ -99,7 +99,7 @@ def train(case, tf, data, scope):
     if case == "optimum_shifting" or everything:
         callbacks.append(OptimumShifting(data=data, seed=0, max_loss_increase=0.1))
     if case == "sewa" or everything:
-        sewa = SelectiveWeightAveraging(
+        sewa = SeWA(
             k=4,
             num_checkpoints=8,
             every_n_steps=2,
@@ -114,7 +114,7 @@ def train(case, tf, data, scope):
     model.fit(dataset(tf, data), epochs=EPOCHS, verbose=0, callbacks=callbacks)
     info = {"final_step": int(model.optimizer.iterations.numpy())}
     for callback in callbacks:
-        if isinstance(callback, SelectiveWeightAveraging):
+        if isinstance(callback, SeWA):
             info["selected_steps"] = [int(s) for s in callback.selected_steps]
         if isinstance(callback, OptimumShifting):
             info["shifts"] = [[str(entry["epoch"]), bool(entry["kept"])] for entry in callback.history]

@@ -11,8 +11,9 @@ import keras
 import numpy as np
 import pytest
 
+from keras_wtrain.callbacks import SWA
 from keras_wtrain.callbacks import OptimumShifting
-from keras_wtrain.callbacks import SelectiveWeightAveraging
+from keras_wtrain.callbacks import SeWA
 from keras_wtrain.layers import ShadowWeights
 
 pytestmark = pytest.mark.jax
@@ -68,12 +69,20 @@ def test_shadow_weights_match_one_device(digits):
     _both(lambda x, y: [], digits, wrap=lambda layer: ShadowWeights(layer, transform="dropconnect", seed=3))
 
 
-def test_selective_weight_averaging_matches_one_device(digits):
+def test_sewa_matches_one_device(digits):
     def callbacks(x, y):
-        return [SelectiveWeightAveraging(k=3, num_checkpoints=6, every_n_steps=2, selection_data=(x, y), seed=0)]
+        return [SeWA(k=3, num_checkpoints=6, every_n_steps=2, selection_data=(x, y), seed=0)]
 
     (one,), (two,) = _both(callbacks, digits)
     assert list(one.selected_steps) == list(two.selected_steps) and len(one.selected_steps) == 3
+
+
+def test_swa_matches_one_device(digits):
+    def callbacks(x, y):
+        return [SWA(every=2)]
+
+    (one,), (two,) = _both(callbacks, digits)
+    assert one.num_averaged == two.num_averaged > 1 and one.installed and two.installed
 
 
 def test_optimum_shifting_matches_one_device(digits):

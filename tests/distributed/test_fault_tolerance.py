@@ -4,8 +4,9 @@ For each callback, a worker process (`_fault_worker.py`) trains 3 epochs of 16 s
 Dense(32)-Dense(4) model) with `BackupAndRestore(save_freq="epoch")` and the callback; after optimizer step 26 (epoch
 1, batch 9: ten steps past the epoch-0 backup at step 16) it writes a marker and the test sends it SIGKILL. A second
 process resumes from the backup (and the callback's own files) to the end; in the same process the same training
-runs uninterrupted in fresh directories. The final weights (and, for weight averaging, the recorded trajectory) of
-the resumed and uninterrupted runs must agree to `ATOL` (float32; they are in fact bit-identical).
+runs uninterrupted in fresh directories. The final weights (for weight averaging: the installed average, the raw
+weights kept beside it and, for LAWA and SeWA, the recorded trajectory) of the resumed and uninterrupted runs must
+agree to `ATOL` (float32; they are in fact bit-identical).
 
 `save_freq="epoch"` on purpose: Keras 3 `BackupAndRestore` with an integer `save_freq` restores mid-epoch weights
 but restarts the epoch at its first batch (only the epoch is read back from `training_metadata.json`), so even a
@@ -29,8 +30,10 @@ START_TIMEOUT_S = 180  # import + training up to the kill step, with every worke
 FINISH_TIMEOUT_S = 240
 
 CASES = {
+    "swa": None,
+    "ema": None,
+    "lawa": None,
     "sewa": None,
-    "sewa_ema_window_overwritten": None,
     "optimum_shifting": None,
     "optimum_shifting_after_backup": (
         "callback order: with BackupAndRestore listed before OptimumShifting the epoch-end backup is written before "
@@ -61,9 +64,16 @@ def fault_runs(processes, tmp_path_factory):
             code = worker.wait(30)
             marker = json.loads((directory / "killpoint.json").read_text())
             metadata = json.loads((directory / "backup" / "training_metadata.json").read_text())
-            state_file = directory / "sewa" / "sewa_state.json"
+            state_file = directory / "averaging" / "sewa_state.json"  # the ring buffer of LAWA and SeWA
             slot_steps = json.loads(state_file.read_text())["slot_steps"] if state_file.exists() else None
-            results[case] = {"code": code, "marker": marker, "backup": metadata, "slot_steps_at_kill": slot_steps}
+            averages = sorted(path.name for path in (directory / "averaging").glob("average_epoch*.json"))  # SWA, EMA
+            results[case] = {
+                "code": code,
+                "marker": marker,
+                "backup": metadata,
+                "slot_steps_at_kill": slot_steps,
+                "averages_at_kill": averages,
+            }
         except (RuntimeError, OSError, ValueError) as error:
             worker.kill()
             results[case] = {"error": f"kill phase: {error}"}
@@ -111,13 +121,18 @@ def _checked(result):
 )
 def test_killed_mid_epoch_and_resumed_matches_uninterrupted(fault_runs, case):
     result = _checked(fault_runs[case])
-    if case.startswith("sewa"):
+    if case in ("lawa", "sewa"):
         # The kill came after checkpoints past the backup step had been written to disk: the resumed run had to
         # drop them (a rolled-back segment) and keep the earlier ones.
-        if not any(step > 16 for step in result["slot_steps_at_kill"]):
+        if not any(step > 16 for step in result["slot_steps_at_kill"] or []):
             raise HarnessError(
                 f"no checkpoint after the backup step on disk at the kill: {result['slot_steps_at_kill']}"
             )
+    if case in ("swa", "ema"):
+        # The kill came after the average of epoch 0 was saved and before epoch 1's: the resumed run must start
+        # from the epoch-0 average, not from the updates of epoch 1 that the killed process had made in memory.
+        if result["averages_at_kill"] != ["average_epoch000000.json"]:
+            raise HarnessError(f"averages on disk at the kill: {result['averages_at_kill']}")
     if case.startswith("optimum_shifting"):
         # Every shift was kept by the loss guard (so each one changed the weights), the epoch-0 one included.
         expected = [["0", True], ["1", True], ["2", True], ["end", True]]
@@ -132,5 +147,14 @@ def test_killed_mid_epoch_and_resumed_matches_uninterrupted(fault_runs, case):
     if case == "weight_normalization_init":
         assert result["info"]["reference"]["initialized_layers"] == 2
         assert result["info"]["resumed"]["initialized_layers"] == 0  # restored flags: no second data init
+    if case in ("swa", "ema", "lawa", "sewa"):
+        assert result["info"]["resumed"]["installed"] and result["info"]["reference"]["installed"]
+        assert any(key.startswith("raw") for key in reference)  # the raw weights were compared too
+    if case in ("swa", "ema"):
+        expected = {"swa": 24, "ema": 48}[case]  # every 2nd step / every step of 48
+        assert result["info"]["resumed"]["num_averaged"] == result["info"]["reference"]["num_averaged"] == expected
+    if case in ("lawa", "sewa"):
+        expected = {"lawa": [44, 46, 48], "sewa": list(range(10, 49, 2))}[case]
+        assert reference["buffer_steps"].tolist() == expected
     if case == "sewa":
         assert result["info"]["resumed"]["selected_steps"] == result["info"]["reference"]["selected_steps"]

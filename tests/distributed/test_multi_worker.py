@@ -4,7 +4,7 @@
 in two by DATA sharding, gradients are all-reduced over gRPC) and, at the same time, as a single process without a
 strategy on the same global batches. Each trains the same cases: a plain model (the control), the
 weight-normalization data init (`WeightNormalizationInitializer`), loss noise + gradient dropout
-(`keras_wtrain.randomness.Model`), SeWA (`SelectiveWeightAveraging`), optimum shifting (`OptimumShifting`) and all
+(`keras_wtrain.randomness.Model`), SeWA, optimum shifting (`OptimumShifting`) and all
 of them together. Final weights of worker 0 must match the single process to `RTOL`/`ATOL` (the gap is float
 summation order: observed <= 1.2e-6), worker 1 must hold the same weights as worker 0, and the discrete decisions
 (SeWA's selected checkpoints, the shifts kept by the loss guard, the layers initialised) must be the same.

@@ -180,7 +180,7 @@ def test_hypermodel_applies_loss_noise_and_gradient_dropout(mnist5k):
 
 @pytest.mark.tensorflow_only
 def test_hypermodel_fit_adds_sewa_and_optimum_shifting_and_rescores(mnist5k):
-    from keras_wtrain.averaging.sewa import SelectiveWeightAveraging
+    from keras_wtrain.averaging import SeWA
     from keras_wtrain.optimum_shifting.callback import OptimumShifting
 
     data = mnist5k
@@ -188,7 +188,7 @@ def test_hypermodel_fit_adds_sewa_and_optimum_shifting_and_rescores(mnist5k):
     hp.values.update({"sewa_k": 2, "optimum_shifting": True})
     config = search_space(hp, techniques=("sewa", "optimum-shift"))
     callbacks = config.callbacks(data=(data.x_train[:200], data.y_train[:200]))
-    assert [type(c) for c in callbacks] == [SelectiveWeightAveraging, OptimumShifting]
+    assert [type(c) for c in callbacks] == [SeWA, OptimumShifting]
 
     hypermodel = HyperModel(_mlp_builder([]), techniques=("sewa", "optimum-shift"), shifting_batch_size=200)
     model = hypermodel.build(hp)
