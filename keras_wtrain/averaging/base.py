@@ -159,6 +159,8 @@ class WeightAveraging(keras.callbacks.Callback):
         self.batchnorm_batch_size = check_int("batchnorm_batch_size", batchnorm_batch_size, minimum=1, owner=owner)
         self._in_fit = False
         self._swapped = False
+        self._epoch = 0  # the epoch running now
+        self._folded_epoch = None  # the epoch whose end `_epoch_end` already handled
         self.installed = False  # whether the model holds the average now
 
     # -------------------------------------------------------------- subclass interface
@@ -176,19 +178,41 @@ class WeightAveraging(keras.callbacks.Callback):
         """The raw (not averaged) float weights while the average is installed, else None (a list of arrays)."""
         raise NotImplementedError
 
+    def _epoch_end(self, epoch):
+        """What the end of `epoch` adds to the average (subclasses); returns whether it added anything."""
+        return False
+
+    def _fold_epoch_end(self, epoch):
+        """Runs `_epoch_end(epoch)` once per epoch: before that epoch's validation, or at its end."""
+        if self._folded_epoch != epoch and self._epoch_end(epoch):
+            self._folded_epoch = epoch
+
     # -------------------------------------------------------------- hooks
     def on_train_begin(self, logs=None):
         super().on_train_begin(logs)
         if self.installed:  # a later fit continues from the raw weights, never silently from the average
             self.restore_raw_weights()
         self._in_fit = True
+        self._folded_epoch = None
         if self.batchnorm_data is not None:
             batch = first_batch(self.batchnorm_data, self.batchnorm_batch_size)
             check_not_empty(batch, "batchnorm_data", owner=type(self).__name__)
             check_finite(batch, "batchnorm_data", owner=type(self).__name__)
 
+    def on_epoch_begin(self, epoch, logs=None):
+        super().on_epoch_begin(epoch, logs)
+        self._epoch = epoch
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._fold_epoch_end(epoch)
+        super().on_epoch_end(epoch, logs)
+
     def on_test_begin(self, logs=None):
         super().on_test_begin(logs)
+        if self._in_fit and self.swap_for_validation:
+            # Keras validates before `on_epoch_end`: the epoch's own contribution joins the average first, so
+            # `val_*` of an epoch is the average including that epoch.
+            self._fold_epoch_end(self._epoch)
         if self._in_fit and self.swap_for_validation and not self._swapped and self.has_average():
             self._swap_in()
             self._swapped = True

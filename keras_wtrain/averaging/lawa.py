@@ -147,8 +147,6 @@ class LAWA(TrajectoryAveraging):
             batchnorm_batch_size=batchnorm_batch_size,
         )
         self.k, self.every, self.start_arg, self._start_kind = k, every, start, kind
-        self._epoch = 0
-        self._recorded_epoch = None
 
     def average(self):
         """The mean of the kept checkpoints, a `(P,)` float32 array (streamed from the buffer)."""
@@ -167,37 +165,24 @@ class LAWA(TrajectoryAveraging):
                 f"LAWA: argument `start`={self.start_arg!r} is past the end of the run ({epochs * steps} steps); no "
                 "checkpoint would be kept."
             )
-        self._recorded_epoch = None
         super().on_train_begin(logs)
 
-    def on_epoch_begin(self, epoch, logs=None):
-        self._epoch = epoch
-        super().on_epoch_begin(epoch, logs)
-
     def on_train_batch_end(self, batch, logs=None):
-        if self.every == "epoch" or (self._start_kind == "epoch" and self._epoch < self.start_arg):
-            self._step = self._optimizer_step()  # the step count only
+        if self.every == "epoch":
+            return  # checkpoints at epoch ends only: no per-step read of the step count
+        if self._start_kind == "epoch" and self._epoch < self.start_arg:
+            self._step = self._optimizer_step()  # the step count only, for the first checkpoint after the start
             return
         super().on_train_batch_end(batch, logs)
 
-    def _record_epoch(self, epoch):
-        if self.every == "epoch" and self._recorded_epoch != epoch:
-            if epoch >= (self.start_arg if self._start_kind == "epoch" else 0):
-                step = self._optimizer_step()
-                if step >= self.start and self._ensure_trajectory():
-                    self._trajectory.record_weights(self._flat, step)
-                    self._recorded_epoch = epoch
-
-    def on_test_begin(self, logs=None):
-        # Keras validates before `on_epoch_end`: the epoch-end checkpoint is taken first, so `val_*` of an epoch is
-        # the average including it.
-        if self._in_fit and self.swap_for_validation:
-            self._record_epoch(self._epoch)
-        super().on_test_begin(logs)
-
-    def on_epoch_end(self, epoch, logs=None):
-        self._record_epoch(epoch)
-        super().on_epoch_end(epoch, logs)
+    def _epoch_end(self, epoch):
+        if self.every != "epoch" or epoch < (self.start_arg if self._start_kind == "epoch" else 0):
+            return False
+        step = self._optimizer_step()
+        if step < self.start or not self._ensure_trajectory():
+            return False
+        self._trajectory.record_weights(self._flat, step)
+        return True
 
     def get_config(self):
         config = self._base_config()

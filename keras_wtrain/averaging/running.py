@@ -44,8 +44,6 @@ class _RunningAverage(WeightAveraging):
         self._average = None  # Keras variables, one per averaged model variable
         self._variables = None
         self._start_step = None
-        self._epoch = 0
-        self._updated_epoch = None  # the epoch whose end was folded in early, for its validation
         self._resume_pending = False
 
     # -------------------------------------------------------------- the average
@@ -160,13 +158,11 @@ class _RunningAverage(WeightAveraging):
     # -------------------------------------------------------------- hooks
     def on_train_begin(self, logs=None):
         self._start_step = self._check_start()
-        self._updated_epoch = None
         super().on_train_begin(logs)
         self._resume_pending = True
 
     def on_epoch_begin(self, epoch, logs=None):
         super().on_epoch_begin(epoch, logs)
-        self._epoch = epoch
         if self._resume_pending:
             # First epoch of this fit, after every on_train_begin (BackupAndRestore restores there).
             self._resume_pending = False
@@ -181,20 +177,14 @@ class _RunningAverage(WeightAveraging):
         if step % self.every == 0 and self._started(self._epoch, step):
             self.update()
 
-    def _epoch_update(self, epoch):
-        if self.every == "epoch" and self._updated_epoch != epoch and self._started(epoch, self._optimizer_step()):
+    def _epoch_end(self, epoch):
+        if self.every == "epoch" and self._started(epoch, self._optimizer_step()):
             self.update()
-            self._updated_epoch = epoch
-
-    def on_test_begin(self, logs=None):
-        # Keras validates before `on_epoch_end`: the epoch's weights join the average first, so `val_*` of an epoch
-        # is the average including that epoch.
-        if self._in_fit and self.swap_for_validation:
-            self._epoch_update(self._epoch)
-        super().on_test_begin(logs)
+            return True
+        return False
 
     def on_epoch_end(self, epoch, logs=None):
-        self._epoch_update(epoch)
+        self._fold_epoch_end(epoch)  # before the save: the saved average includes this epoch
         if self.checkpoint_dir is not None:
             self._save(epoch)
         super().on_epoch_end(epoch, logs)

@@ -8,13 +8,10 @@ from typing import NamedTuple
 
 import numpy as np
 
-from keras_wtrain._core.data_adapters import first_batch  # noqa: F401  (kept importable from here)
-
 __all__ = [
     "EMBEDDED_DATASETS",
     "Splits",
     "TFDS_DATASETS",
-    "first_batch",
     "load_dataset",
     "load_digits",
     "load_mnist5k",

@@ -1,7 +1,7 @@
 """The `OptimumShifting` callback (Zhou et al., arXiv:2405.14111): when to shift, on which batch, the loss guard.
 
 One shift is `keras_wtrain.optimum_shifting.shift.optimum_shift`; the closed form is in
-`keras_wtrain.optimum_shifting.least_norm`. Both names stay importable from here.
+`keras_wtrain.optimum_shifting.least_norm`.
 """
 
 import keras
@@ -13,11 +13,10 @@ from keras_wtrain.optimum_shifting.least_norm import _LAYER_MODES
 from keras_wtrain.optimum_shifting.least_norm import _POOL
 from keras_wtrain.optimum_shifting.least_norm import _sample
 from keras_wtrain.optimum_shifting.least_norm import _to_arrays
-from keras_wtrain.optimum_shifting.least_norm import minimum_norm_kernel
 from keras_wtrain.optimum_shifting.least_norm import resolve_layers
 from keras_wtrain.optimum_shifting.shift import optimum_shift
 
-__all__ = ["OptimumShifting", "minimum_norm_kernel", "optimum_shift"]
+__all__ = ["OptimumShifting"]
 
 
 @keras.saving.register_keras_serializable(package="keras_wtrain")

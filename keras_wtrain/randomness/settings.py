@@ -1,7 +1,7 @@
 """Loss noise and gradient dropout (arXiv:2404.03992): the configuration objects and their schedules.
 
 `LossNoise` and `GradientDropout` are validated and serialisable with Keras; `Constant` and `LinearDecay` set their
-strength over training. The maths is in `keras_wtrain.randomness.ops` (re-exported here).
+strength over training. The maths is in `keras_wtrain.randomness.ops`.
 """
 
 import math
@@ -14,23 +14,8 @@ from keras import ops
 from keras_wtrain._core import backend_guard as _backend_guard  # noqa: F401  (refuses an unsupported backend)
 from keras_wtrain._core.validation import is_real
 from keras_wtrain.randomness.ops import RATE_LEVELS
-from keras_wtrain.randomness.ops import drop_gradients
-from keras_wtrain.randomness.ops import gradient_keep_mask
-from keras_wtrain.randomness.ops import loss_noise_factors
-from keras_wtrain.randomness.ops import noisy_sample_weight
-from keras_wtrain.randomness.ops import quantize_rate
 
-__all__ = [
-    "Constant",
-    "GradientDropout",
-    "LinearDecay",
-    "LossNoise",
-    "drop_gradients",
-    "gradient_keep_mask",
-    "loss_noise_factors",
-    "noisy_sample_weight",
-    "quantize_rate",
-]
+__all__ = ["Constant", "GradientDropout", "LinearDecay", "LossNoise"]
 
 _PAPER = "2404.03992"
 

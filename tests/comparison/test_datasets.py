@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from keras_wtrain._core.data_adapters import first_batch
 from keras_wtrain.comparison import datasets as wdata
 from keras_wtrain.comparison.models import build_model
 from keras_wtrain.comparison.settings import MODEL_KINDS
@@ -110,11 +111,11 @@ def test_first_batch_forms():
     import tensorflow as tf
 
     x = np.arange(40, dtype="float32").reshape(10, 4)
-    np.testing.assert_array_equal(wdata.first_batch((x, np.zeros(10)), 3), x[:3])
-    np.testing.assert_array_equal(wdata.first_batch(x, 3), x[:3])
+    np.testing.assert_array_equal(first_batch((x, np.zeros(10)), 3), x[:3])
+    np.testing.assert_array_equal(first_batch(x, 3), x[:3])
     ds = tf.data.Dataset.from_tensor_slices((x, np.zeros(10))).batch(4)
-    np.testing.assert_array_equal(np.asarray(wdata.first_batch(ds)), x[:4])
-    got = wdata.first_batch(({"a": x}, np.zeros(10)), 2)
+    np.testing.assert_array_equal(np.asarray(first_batch(ds)), x[:4])
+    got = first_batch(({"a": x}, np.zeros(10)), 2)
     np.testing.assert_array_equal(got["a"], x[:2])
 
 
