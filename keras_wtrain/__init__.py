@@ -56,6 +56,7 @@ _LAZY = {
     ),
     "set_weight_mode": ("keras_wtrain.shadow_weights.modes", "set_weight_mode"),
     "wrap": ("keras_wtrain.randomness.wrapping", "wrap"),
+    "wrap_layers": ("keras_wtrain._core.model_wrapping", "wrap_layers"),
 }
 
 __all__ = sorted([*_LAZY, "register_serializables"])

@@ -268,7 +268,7 @@ fit_raises(
 raises("initializer-batch-size-type", "WeightNormalizationInitializer(x, batch_size='a')", ValueError, "`batch_size`")
 raises("initializer-batch-size-range", "WeightNormalizationInitializer(x, batch_size=0)", ValueError, "`batch_size`")
 raises("weightnorm-layer-type", "WeightNormalization('dense')", TypeError, "argument `layer`")
-raises("weightnorm-layer-unsupported", "WeightNormalization(keras.layers.Flatten())", ValueError, "cannot wrap layer")
+raises("weightnorm-layer-unsupported", "WeightNormalization(keras.layers.Flatten())", TypeError, "cannot wrap layer")
 raises("weightnorm-data-init-type", "WeightNormalization(dense, data_init='yes')", TypeError, "argument `data_init`")
 raises("mean-only-bn-axis-type", "MeanOnlyBatchNormalization(axis=1.5)", TypeError, "argument `axis`")
 raises("mean-only-bn-momentum-type", "MeanOnlyBatchNormalization(momentum='a')", TypeError, "argument `momentum`")
@@ -277,7 +277,7 @@ raises("mean-only-bn-center-type", "MeanOnlyBatchNormalization(center='yes')", T
 
 group("Shadow weights and their transforms")
 raises("shadow-layer-type", "ShadowWeights(5)", TypeError, "argument `layer`")
-raises("shadow-layer-unsupported", "ShadowWeights(keras.layers.Flatten())", ValueError, "cannot wrap layer")
+raises("shadow-layer-unsupported", "ShadowWeights(keras.layers.Flatten())", TypeError, "cannot wrap layer")
 raises("shadow-transform-type", "ShadowWeights(dense, transform=5)", TypeError, "argument `transform`")
 raises("shadow-transform-name", "ShadowWeights(dense, transform='nope')", ValueError, "argument `transform`")
 raises(
@@ -302,6 +302,37 @@ raises(
     "ShadowWeights(keras.layers.Conv2D(2, 3), desire_transform=FixedShift(3))(images)",
     ValueError,
     "argument `desire_transform`",
+)
+raises(
+    "shadow-desire-probability-type",
+    "ShadowWeights(keras.layers.Conv2D(2, 3), desire_probability='a')",
+    TypeError,
+    "argument `desire_probability`",
+)
+raises(
+    "shadow-desire-probability-range",
+    "ShadowWeights(keras.layers.Conv2D(2, 3), desire_probability=1.5)",
+    ValueError,
+    "argument `desire_probability` must be in",
+)
+raises(
+    "shadow-desire-probability-with-a-drawn-dom-kernel",
+    "ShadowWeights(dense, desire_probability=0.5)(x)",
+    ValueError,
+    "argument `desire_probability` must be 0",
+)
+raises(
+    "shadow-set-weight-mode-desire-without-dom-kernel",
+    "__import__('keras_wtrain').set_weight_mode(model, 'desire')",
+    ValueError,
+    "argument `mode`='desire'",
+)
+raises(
+    "shadow-set-weight-mode-batchnorm-without-data",
+    "__import__('keras_wtrain').set_weight_mode("
+    "keras.Sequential([keras.Input((4,)), keras.layers.BatchNormalization()]), 'accuracy', reestimate_batchnorm=True)",
+    ValueError,
+    "argument `data`",
 )
 raises("transforms-get-type", "transforms.get(5)", TypeError, "argument `transform`")
 raises("transforms-get-name", "transforms.get('nope')", ValueError, "argument `transform`")
@@ -451,6 +482,22 @@ fit_raises(
 )
 fit_raises("sewa-selection-none", "model", "x", "SeWA(k=2)", ValueError, "argument `selection_data`")
 fit_raises(
+    "sewa-selection-wrong-features",
+    "model",
+    "x",
+    "SeWA(k=2, selection_data=(images, y))",
+    ValueError,
+    "SeWA: argument `selection_data` does not fit the model",
+)
+fit_raises(
+    "sewa-selection-targets-short",
+    "model",
+    "x",
+    "SeWA(k=2, selection_data=(x, y[:10]))",
+    ValueError,
+    "argument `selection_data`: its inputs have 32 examples but its targets have 10",
+)
+fit_raises(
     "sewa-batchnorm-data-nan",
     "model",
     "x",
@@ -499,6 +546,22 @@ fit_raises("shift-data-nan", "model", "x", "OptimumShifting(data=(x_nan, y))", V
 fit_raises("shift-data-empty-array", "model", "x", "OptimumShifting(data=(x[:0], y[:0]))", ValueError, "is empty")
 fit_raises("shift-data-empty-dataset", "model", "x", "OptimumShifting(data=empty_dataset)", ValueError, "is empty")
 fit_raises("shift-data-none", "model", "x", "OptimumShifting()", ValueError, "argument `data`")
+fit_raises(
+    "shift-data-targets-short",
+    "model",
+    "x",
+    "OptimumShifting(data=(x, y[:10]))",
+    ValueError,
+    "argument `data`: its inputs have 32 examples but its targets have 10",
+)
+fit_raises(
+    "shift-data-wrong-features",
+    "model",
+    "x",
+    "OptimumShifting(data=(images, y))",
+    ValueError,
+    "OptimumShifting: argument `data` does not fit the model",
+)
 fit_accepted("shift-data-int", "x_int", "OptimumShifting(data=(x_int, y), seed=0)", _shifted)
 fit_accepted("shift-data-float64", "x_f64", "OptimumShifting(data=(x_f64, y), seed=0)", _shifted)
 fit_raises(
@@ -591,6 +654,12 @@ raises("compare-techniques-type", "compare(techniques=5)", TypeError, "argument 
 raises("compare-seeds-type", "compare(seeds='a')", TypeError, "argument `seeds`")
 raises("compare-seeds-range", "compare(seeds=0)", ValueError, "argument `seeds`")
 raises("compare-regime", "compare(regime='fast')", ValueError, "argument `regime`")
+raises("compare-target-ci-range", "compare(target_ci=0)", ValueError, "argument `target_ci`")
+raises("compare-target-ci-type", "compare(target_ci='1')", TypeError, "argument `target_ci`")
+raises(
+    "compare-max-seeds-below-seeds", "compare(seeds=5, target_ci=1, max_seeds=3)", ValueError, "`max_seeds` must be >="
+)
+raises("compare-max-seeds-without-target", "compare(max_seeds=5)", ValueError, "pass `target_ci` with it")
 raises("compare-model-name", "compare(model='foo')", InputError, "argument `model`")
 raises("compare-data-empty", "compare(data=(images[:0], y[:0]))", InputError, "argument `data` is empty")
 

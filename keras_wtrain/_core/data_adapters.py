@@ -10,6 +10,7 @@ import numpy as np
 
 __all__ = [
     "check_finite",
+    "check_fits_model",
     "check_not_empty",
     "collect",
     "first_batch",
@@ -283,9 +284,61 @@ def collect(data, max_examples=None, require_targets=False, name="data"):
             x = take(x, slice(0, max_examples))
             y = None if y is None else y[:max_examples]
     check_not_empty(x, name)
+    if y is not None and num_examples(y) != num_examples(x):
+        raise ValueError(
+            f"argument `{name}`: its inputs have {num_examples(x)} examples but its targets have {num_examples(y)}; "
+            "pass `(x, y)` with one target per example."
+        )
     if require_targets and y is None:
         raise ValueError(f"argument `{name}` must hold targets: `(x, y)` arrays or batches; received inputs only.")
     return x, y
+
+
+def check_fits_model(model, x, name="data", owner=None):
+    """Raises a `ValueError` naming `name` if `model` cannot be called on the inputs `x` (checked on 2 examples).
+
+    Called at `fit` start by callbacks holding their own data, so inputs of the wrong shape fail there with the
+    argument's name instead of in a traced function later.
+
+    Args:
+        model: a Keras model.
+        x: numpy inputs (arrays, a dict or list of them), as `collect` returns them.
+        name: the argument name used in the message.
+        owner: the class or function named first in the message.
+
+    Raises:
+        ValueError: if calling `model` on the first examples of `x` fails.
+
+    Example:
+
+    ```python
+    import keras
+    import numpy as np
+    from keras_wtrain._core.data_adapters import check_fits_model
+
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    check_fits_model(model, np.zeros((4, 3), "float32"))  # fits
+    ```
+    """
+    import keras
+
+    from keras_wtrain._core import layer_kinds
+
+    head = take(x, slice(0, 2))
+    kwargs = {"training": False} if layer_kinds.call_accepts(model, "training") else {}
+    try:
+        model(keras.tree.map_structure(keras.ops.convert_to_tensor, head), **kwargs)
+    except Exception as error:  # any backend error: the inputs do not fit the model
+        shapes = keras.tree.map_structure(lambda a: tuple(a.shape[1:]), head)
+        try:  # functional and Sequential models know their input shapes; a subclassed one may not
+            expected = f"; the model takes inputs of shape {[tuple(i.shape[1:]) for i in model.inputs]}"
+        except (AttributeError, TypeError, ValueError):
+            expected = ""
+        message = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
+        raise ValueError(
+            f"{_prefix(owner)}argument `{name}` does not fit the model: its examples have shape {shapes}{expected} "
+            f"(calling the model on them raised {type(error).__name__}: {message})."
+        ) from None
 
 
 def first_batch(data, batch_size=32):

@@ -8,6 +8,7 @@ shape delegation, config, nesting and folding (`fold`, `fold_layers`), like `tor
 import keras
 from keras import ops
 
+from keras_wtrain._core import layer_kinds
 from keras_wtrain._core._keras_private import AutocastScope
 from keras_wtrain._core._keras_private import Functional
 from keras_wtrain._core._keras_private import sublayers
@@ -51,8 +52,7 @@ class KernelReparametrization(keras.layers.Wrapper):
         **kwargs: base layer keyword arguments (`name`, `dtype`, ...).
 
     Raises:
-        TypeError: if `layer` is not a Keras layer.
-        ValueError: if `supports(layer)` is false.
+        TypeError: if `layer` is not a Keras layer, or `supports(layer)` is false.
 
     Example:
 
@@ -86,10 +86,50 @@ class KernelReparametrization(keras.layers.Wrapper):
             )
         if not cls.supports(layer):
             wrapping = f" (wrapping {type(layer.layer).__name__})" if isinstance(layer, keras.layers.Wrapper) else ""
-            raise ValueError(
+            raise TypeError(
                 f"{name} cannot wrap layer {layer.name!r} of type {type(layer).__name__}{wrapping}: it has no "
                 f"supported kernel. Supported layers: {cls.supported_layers}."
             )
+
+    # ----------------------------------------------------------------- recurrent layers (Bidirectional)
+
+    # `keras.layers.Bidirectional` reads these attributes of the layer it is given and builds its backward copy
+    # from that layer's config with `go_backwards` flipped; a wrapper of an RNN reads and takes them from the RNN.
+    _RECURRENT_ATTRIBUTES = ("go_backwards", "return_sequences", "return_state", "stateful")
+
+    def __getattr__(self, name):
+        # Called only when normal lookup fails: delegates the recurrent attributes to a wrapped RNN.
+        if name in KernelReparametrization._RECURRENT_ATTRIBUTES or name == "zero_output_for_mask":
+            layer = self.__dict__.get("layer")
+            if isinstance(layer, keras.layers.RNN) or isinstance(layer, KernelReparametrization):
+                return getattr(layer, name)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    def __setattr__(self, name, value):
+        if name == "zero_output_for_mask" and isinstance(self.__dict__.get("layer"), keras.layers.RNN):
+            setattr(self.layer, name, value)  # Bidirectional sets it on the layer it runs
+            return
+        super().__setattr__(name, value)
+
+    @property
+    def states(self):
+        """The states of a wrapped stateful RNN (what `Bidirectional` and `reset_state` read)."""
+        return self.layer.states
+
+    def reset_state(self):
+        """Resets the states of a wrapped stateful RNN."""
+        self.layer.reset_state()
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        # `Bidirectional` sets `go_backwards` in the config of the layer it is given: it belongs to the wrapped RNN.
+        if "go_backwards" in config:
+            go_backwards = config.pop("go_backwards")
+            layer = dict(config["layer"])
+            layer["config"] = {**layer["config"], "go_backwards": go_backwards}  # a nested wrapper passes it on
+            config["layer"] = layer
+        return super().from_config(config)
 
     @property
     def target_layer(self):
@@ -218,6 +258,36 @@ def _copy_layer(layer):
     return clone
 
 
+def _fold_keras_wrapper(layer, fold_or_copy):
+    """A copy of a `Bidirectional` or `TimeDistributed` layer whose inner layers are folded (`fold_or_copy`)."""
+    if isinstance(layer, keras.layers.Bidirectional):
+        forward, backward = fold_or_copy(layer.forward_layer), fold_or_copy(layer.backward_layer)
+        folded = keras.layers.Bidirectional(
+            forward, backward_layer=backward, merge_mode=layer.merge_mode, name=layer.name
+        )
+        inner = [(folded.forward_layer, forward), (folded.backward_layer, backward)]
+    else:
+        inner_layer = fold_or_copy(layer.layer)
+        folded = keras.layers.TimeDistributed(inner_layer, name=layer.name)
+        inner = [(folded.layer, inner_layer)]
+    folded.build_from_config(layer.get_build_config())
+    for new, source in inner:  # Bidirectional rebuilds its forward layer from the config: weights set again
+        new.set_weights(source.get_weights())
+    return folded
+
+
+def _call_with_accepted_arguments(layer, *args, **kwargs):
+    """`layer(*args, **kwargs)` without the `mask`/`training` its `call` does not take.
+
+    A functional model records the `mask` its wrapper layers' `call` takes; the plain layer a wrapper folds into
+    may not take it (`Dense.call` has no `mask`), so it is dropped, as Keras' own `Layer.__call__` does.
+    """
+    for name in ("mask", "training"):
+        if name in kwargs and not layer_kinds.call_accepts(layer, name):
+            kwargs.pop(name)
+    return layer(*args, **kwargs)
+
+
 def fold_layers(model, kinds=KernelReparametrization):
     """Returns a copy of `model` with every wrapper of `kinds` replaced by its `fold()`.
 
@@ -263,11 +333,16 @@ def fold_model(model, kinds, caller):
             f"{type(model).__name__}; call `fold()` on its wrapper layers instead."
         )
 
+    def holds(layer):
+        return any(isinstance(inner, kinds) for inner in _all_layers(layer))
+
     def fold_or_copy(layer):
         if isinstance(layer, kinds):
             return layer.fold()
-        if isinstance(layer, keras.Model) and any(isinstance(inner, kinds) for inner in _all_layers(layer)):
+        if isinstance(layer, keras.Model) and holds(layer):
             return fold_model(layer, kinds, caller)
+        if isinstance(layer, (keras.layers.Bidirectional, keras.layers.TimeDistributed)) and holds(layer):
+            return _fold_keras_wrapper(layer, fold_or_copy)
         return _copy_layer(layer)
 
     if isinstance(model, keras.Sequential):
@@ -277,4 +352,4 @@ def fold_model(model, kinds, caller):
         for layer in model.layers:
             folded.add(fold_or_copy(layer))
         return folded
-    return keras.models.clone_model(model, clone_function=fold_or_copy)
+    return keras.models.clone_model(model, clone_function=fold_or_copy, call_function=_call_with_accepted_arguments)

@@ -4,6 +4,8 @@ Which layers `WeightNormalization` and `ShadowWeights` wrap (and their kernels),
 authors augment by default (arXiv:2405.19590), and which layers optimum shifting solves for (`is_dense`).
 """
 
+import inspect
+
 import keras
 
 from keras_wtrain._core import backend_guard as _backend_guard  # noqa: F401  (refuses an unsupported backend)
@@ -15,6 +17,7 @@ from keras_wtrain._core._keras_private import BaseSeparableConv
 __all__ = [
     "SHADOW_WEIGHTS_LAYERS",
     "WEIGHT_NORMALIZATION_LAYERS",
+    "call_accepts",
     "is_augmentable_convolution",
     "is_convolution",
     "is_dense",
@@ -35,6 +38,32 @@ SHADOW_WEIGHTS_LAYERS = (
 
 _KERNEL_LAYERS = (keras.layers.Dense, BaseConv, BaseConvTranspose, BaseDepthwiseConv, BaseSeparableConv)
 _RECURRENT_CELLS = (keras.layers.SimpleRNNCell, keras.layers.GRUCell, keras.layers.LSTMCell)
+
+
+def call_accepts(layer, argument):
+    """Whether `layer.call` takes the keyword argument `argument` (by name or through `**kwargs`).
+
+    Keras' `__call__` passes `training` and `mask` only to a `call` that takes them; code calling `call` itself
+    (`stateless_call`) or re-calling a layer with recorded arguments (folding a functional model) must do the same.
+
+    Args:
+        layer: a Keras layer or model.
+        argument: an argument name, e.g. `"training"`.
+
+    Returns:
+        A bool.
+
+    Example:
+
+    ```python
+    import keras
+    from keras_wtrain._core.layer_kinds import call_accepts
+
+    assert call_accepts(keras.layers.Dropout(0.5), "training") and not call_accepts(keras.layers.Dense(2), "mask")
+    ```
+    """
+    parameters = inspect.signature(layer.call).parameters
+    return argument in parameters or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
 
 
 def _weight_normalization_class():

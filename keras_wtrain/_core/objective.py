@@ -14,6 +14,7 @@ from keras import ops
 
 from keras_wtrain._core import backend_guard as _backend_guard  # noqa: F401  (refuses an unsupported backend)
 from keras_wtrain._core import data_adapters
+from keras_wtrain._core import layer_kinds
 from keras_wtrain._core import validation
 from keras_wtrain._core._keras_private import sublayers
 
@@ -106,7 +107,7 @@ def resolve_loss(model, loss=None):
     from keras_wtrain._core.objective import resolve_loss
 
     model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
-    loss = resolve_loss(model, "mse")   # keras.losses.mean_squared_error
+    loss = resolve_loss(model, "mse")   # keras.losses.mean_squared_error, called as `compile` calls it
     ```
     """
     if loss is None:
@@ -115,7 +116,28 @@ def resolve_loss(model, loss=None):
             raise ValueError("argument `loss` is None and the model is not compiled with a loss; pass `loss=`.")
         if isinstance(loss, (dict, list, tuple)):
             raise ValueError("the model has several losses; pass a single-output `loss=`.")
-    return keras.losses.get(loss) if isinstance(loss, str) else loss
+    loss = keras.losses.get(loss) if isinstance(loss, str) else loss
+    return loss if isinstance(loss, keras.losses.Loss) else _SameRankLoss(loss)
+
+
+class _SameRankLoss(keras.losses.Loss):
+    """A loss function called as `compile` calls it: targets and outputs brought to the same rank first.
+
+    Keras wraps a loss given as a name or function so that targets of shape `(n,)` meet outputs of shape `(n, 1)`
+    (its `LossFunctionWrapper`, not public); called bare, `binary_crossentropy` refuses them. Per-example values.
+    """
+
+    def __init__(self, fn):
+        super().__init__(name=getattr(fn, "__name__", "loss"), reduction="none")
+        self.fn = fn
+
+    def call(self, y_true, y_pred):
+        true_rank, pred_rank = len(y_true.shape), len(y_pred.shape)
+        if true_rank == pred_rank + 1 and y_true.shape[-1] == 1:
+            y_true = ops.squeeze(y_true, -1)
+        elif pred_rank == true_rank + 1 and y_pred.shape[-1] == 1:
+            y_true = ops.expand_dims(y_true, -1)
+        return self.fn(y_true, y_pred)
 
 
 def loss_value(model, loss_fn, trainable, non_trainable, x, y):
@@ -149,7 +171,10 @@ def loss_value(model, loss_fn, trainable, non_trainable, x, y):
     assert float(value) == 1.0
     ```
     """
-    y_pred, _, losses = model.stateless_call(trainable, non_trainable, x, training=False, return_losses=True)
+    # Inference mode, passed only to a `call` that takes `training` (as Keras' `__call__` does): a subclassed
+    # model's `call(self, x)` runs its layers with their inference defaults.
+    kwargs = {"training": False} if layer_kinds.call_accepts(model, "training") else {}
+    y_pred, _, losses = model.stateless_call(trainable, non_trainable, x, return_losses=True, **kwargs)
     value = ops.mean(ops.cast(loss_fn(y, ops.cast(y_pred, "float32")), "float32"))
     for extra in losses:
         value = value + ops.cast(extra, "float32")

@@ -7,6 +7,7 @@ import keras
 import numpy as np
 
 from keras_wtrain._core.data_adapters import check_finite
+from keras_wtrain._core.data_adapters import check_fits_model
 from keras_wtrain._core.data_adapters import collect
 from keras_wtrain._core.validation import check_choice
 from keras_wtrain._core.validation import check_int
@@ -346,7 +347,8 @@ class SeWA(TrajectoryAveraging):
 
     # ------------------------------------------------------------------ callback hooks
     def on_train_begin(self, logs=None):
-        self._data()  # read once (kept for the selection) and checked at fit start: missing, empty or NaN data
+        x, _ = self._data()  # read once (kept for the selection) and checked at fit start: missing, empty, NaN
+        check_fits_model(self.model, x, "selection_data", owner="SeWA")
         super().on_train_begin(logs)
 
     def on_train_end(self, logs=None):

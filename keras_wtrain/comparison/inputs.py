@@ -135,7 +135,8 @@ class Inputs:
 def _user_factory(build_model):
     import keras
 
-    from keras_wtrain.comparison.techniques import rebuild_with
+    from keras_wtrain._core._keras_private import Functional
+    from keras_wtrain._core.model_wrapping import wrap_layers
 
     name = getattr(build_model, "__name__", type(build_model).__name__)
 
@@ -143,7 +144,15 @@ def _user_factory(build_model):
         model = build_model()
         if not isinstance(model, keras.Model):
             raise InputError(f"model: {name}() must return a keras.Model; it returned {_describe(model)}.")
-        return model if wrap is None else rebuild_with(model, wrap)
+        if wrap is None:
+            return model
+        if not isinstance(model, (keras.Sequential, Functional)):
+            raise TypeError(
+                "a wrapping technique (weightnorm, shadow) rebuilds the model layer by layer, which needs a "
+                f"functional or Sequential model; {name}() returned a subclassed {type(model).__name__}."
+            )
+        # Fresh weights, as every other run of the comparison starts from.
+        return wrap_layers(model, wrap, copy_weights=False)
 
     return name, make_model
 

@@ -207,16 +207,27 @@ def shifting_mechanism(callback):
     }
 
 
-def shadow_mechanism(model, test, batch_size=256):
+def shadow_mechanism(model, test, train=None, batch_size=256, max_examples=1000):
     """Test accuracy of a model with `ShadowWeights` in DOM (the fixed shadow kernel); the model stays in AOM.
+
+    On a model with batch normalization the moving statistics are first re-estimated for DOM on (the first
+    `max_examples` examples of) `train`, with the DOM kernels (`set_weight_mode(model, "desire", data=...)`),
+    and the AOM statistics are restored afterwards, so the model's AOM evaluation is unchanged by this
+    measurement. Cost: one forward pass over that slice and one evaluation of `test`.
 
     Args:
         model: a compiled model with an `accuracy` metric, in AOM.
         test: the test split `(x, y)`.
-        batch_size: evaluation batch size.
+        train: the training split `(x, y)` (or `x`) to re-estimate the batch-norm statistics on; required
+            when the model has batch normalization.
+        batch_size: evaluation and re-estimation batch size.
+        max_examples: the most training examples used for re-estimation (a positive int or None for all).
 
     Returns:
-        `{"dom_accuracy"}` (empty when the model has no `ShadowWeights` layer).
+        `{"dom_accuracy"}` (empty when the model has no `ShadowWeights` layer with a fixed DOM kernel).
+
+    Raises:
+        ValueError: if the model has batch normalization and `train` is None.
 
     Example:
 
@@ -229,18 +240,37 @@ def shadow_mechanism(model, test, batch_size=256):
     x, y = np.random.rand(32, 8).astype("float32"), np.arange(32) % 2
     model = keras.Sequential([keras.Input((8,)), ShadowWeights(keras.layers.Dense(2), "dropconnect", seed=0)])
     model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
-    print(shadow_mechanism(model, (x, y)))  # {'dom_accuracy': ...}
+    print(shadow_mechanism(model, (x, y), train=(x, y)))  # {'dom_accuracy': ...}
     ```
     """
+    from keras_wtrain._core.batchnorm import batchnorm_layers
     from keras_wtrain.shadow_weights.modes import set_weight_mode
+    from keras_wtrain.shadow_weights.modes import shadow_weight_layers
 
-    if not set_weight_mode(model, "desire"):
+    if not any(layer.has_fixed_desire_kernel for layer in shadow_weight_layers(model)):
         return {}
+    bn_layers = batchnorm_layers(model)
+    if bn_layers and train is None:
+        raise ValueError(
+            "shadow_mechanism: argument `train` is required for a model with batch normalization: its moving "
+            "statistics are re-estimated for DOM on the training data before DOM is evaluated; received None."
+        )
+    x, y = test
+    saved = [
+        (v, np.array(keras.ops.convert_to_numpy(v)))
+        for layer in bn_layers
+        for v in (layer.moving_mean, layer.moving_variance)
+    ]
+    data = None
+    if bn_layers:
+        data = train[0] if isinstance(train, (tuple, list)) else train
     try:
-        x, y = test
+        set_weight_mode(model, "desire", data=data, batch_size=batch_size, max_examples=max_examples)
         result = model.evaluate(x, y, batch_size=batch_size, verbose=0, return_dict=True)
     finally:
         set_weight_mode(model, "accuracy")
+        for variable, value in saved:
+            variable.assign(value)
     return {"dom_accuracy": float(result["accuracy"])}
 
 

@@ -159,7 +159,9 @@ def run_one(technique, inputs, seed, epochs, batch_size, progress=True, measure=
         if setup.shifting is not None:
             found.update({f"shift_{k}": v for k, v in mechanisms.shifting_mechanism(setup.shifting).items()})
         if "shadow" in found.get("wrapped_layers", {}):
-            dom = mechanisms.shadow_mechanism(model, (data.x_test, data.y_test))
+            dom = mechanisms.shadow_mechanism(
+                model, (data.x_test, data.y_test), train=(data.x_train, data.y_train), batch_size=batch_size
+            )
             if dom:
                 found.update(aom_accuracy=test_accuracy, **dom)
     return {

@@ -1,7 +1,8 @@
 """Technique names (single or joined by `+`) -> the model and callbacks one comparison run trains.
 
-Wrappers (`weightnorm`, `shadow`) rebuild the model, `loss-noise` / `grad-dropout` wrap the training step, and the
-callbacks are one weight average then `optimum-shift`; each with the library's defaults.
+Wrappers (`weightnorm`, `shadow`) rebuild the model with fresh weights (`keras_wtrain.wrap_layers`), `loss-noise` /
+`grad-dropout` wrap the training step, and the callbacks are one weight average then `optimum-shift`; each with the
+library's defaults.
 """
 
 import math
@@ -19,7 +20,6 @@ __all__ = [
     "averaging_schedule",
     "build_technique",
     "layer_wrapper",
-    "rebuild_with",
 ]
 
 WRAPPING = ("weightnorm", "shadow")
@@ -53,46 +53,6 @@ class TechniqueSetup(NamedTuple):
     shifting: object
     info: dict
     optimizer: object = None
-
-
-def _fresh_copy(layer):
-    # What keras.models.clone_model does to a layer by default: a new layer from its config (new weights).
-    return layer.__class__.from_config(layer.get_config())
-
-
-def rebuild_with(model, wrap):
-    """A copy of a functional or Sequential `model` (new weights, nested models too) with `wrap` on every layer.
-
-    Args:
-        model: a functional or Sequential Keras model.
-        wrap: `f(layer) -> layer`; it receives a fresh copy of each layer and may return it as is.
-
-    Returns:
-        The rebuilt model (uncompiled).
-
-    Raises:
-        TypeError: for a subclassed model (its layers cannot be replaced from outside).
-
-    Example:
-
-    ```python
-    import keras
-    from keras_wtrain.comparison.techniques import layer_wrapper, rebuild_with
-
-    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8), keras.layers.Dense(2)])
-    wrapped = rebuild_with(model, layer_wrapper(("weightnorm",)))
-    print([type(layer).__name__ for layer in wrapped.layers])  # ['WeightNormalization', 'WeightNormalization']
-    ```
-    """
-    try:
-        return keras.models.clone_model(model, clone_function=lambda layer: wrap(_fresh_copy(layer)), recursive=True)
-    except ValueError as error:
-        if "only supported for Sequential models" not in str(error):
-            raise
-        raise TypeError(
-            "a wrapping technique (weightnorm, shadow) rebuilds the model layer by layer, which needs a functional "
-            f"or Sequential model; build_model() returned a subclassed {type(model).__name__}."
-        ) from None
 
 
 def layer_wrapper(parts):

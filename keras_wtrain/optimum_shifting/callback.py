@@ -143,6 +143,7 @@ class OptimumShifting(keras.callbacks.Callback):
             )
         x, y, labels = _to_arrays(self.data, pool_size=max(4 * self.guard_size, 4 * _POOL))
         data_adapters.check_finite((x, y), "data", owner="OptimumShifting")
+        data_adapters.check_fits_model(self.model, x, "data", owner="OptimumShifting")
         n = data_adapters.num_examples(x)
         guard = np.zeros(0, dtype=np.int64)
         if self.max_loss_increase is not None:

@@ -28,6 +28,42 @@ def _check_mode(mode, owner=None):
     return check_choice("mode", mode, MODES, owner=owner)
 
 
+def _check_transform(value):
+    """`"auto"` (resolved per kernel at build) or anything `transforms.get` accepts."""
+    if isinstance(value, str) and value == "auto":
+        return value
+    return transforms_lib.get(value)
+
+
+def auto_transform(kernel_shape, spatial_axes):
+    """The transform `transform="auto"` resolves to for a kernel of `kernel_shape`.
+
+    The authors' crop-and-stretch `RandomResizedCrop()` (`authors_wrap`'s transform) when the kernel has a
+    spatial axis of size ≥ 3; `GaussianNoise(0.1)` otherwise (Dense, 1×1 and 2×2 kernels, where a spatial
+    transform cannot act or moves whole taps of a tiny kernel). Why these: docs/techniques/shadow_weights.md.
+
+    Args:
+        kernel_shape: the kernel's shape.
+        spatial_axes: its spatial axes (a tuple, empty for a Dense kernel).
+
+    Returns:
+        A `transforms.Transform`.
+
+    Example:
+
+    ```python
+    from keras_wtrain.shadow_weights.wrapper import auto_transform
+
+    assert type(auto_transform((3, 3, 8, 16), (0, 1))).__name__ == "RandomResizedCrop"
+    assert type(auto_transform((8, 16), ())).__name__ == "GaussianNoise"
+    ```
+    """
+    sizes = [kernel_shape[a] for a in spatial_axes]
+    if sizes and max(sizes) >= 3:
+        return transforms_lib.RandomResizedCrop()
+    return transforms_lib.GaussianNoise(0.1)
+
+
 def _check_desire_transform(value):
     """`"auto"`, `"draw"` or a fixed transform (object, name or config); anything else is a ValueError."""
     if isinstance(value, str) and value in ("auto", "draw"):
@@ -50,33 +86,41 @@ class ShadowWeights(KernelReparametrization):
     """Shadow-weight augmentation wrapper, WAS (Zhuang et al., arXiv:2405.19590).
 
     The wrapped layer's kernel holds the plain weights PW. A training call draws fresh randomness and
-    computes with the shadow weights `SW = T(PW)` (with probability `probability`, else PW); the gradient
-    flows through `T` to PW. Inference: `mode="accuracy"` (AOM) runs the plain layer, bit for bit;
-    `mode="desire"` (DOM) computes with one fixed kernel (`desire_transform`; by default a convolution
-    trained with a spatial transform gets `FixedShift(1)` and runs as a (k−1)×(k−1) convolution, other
-    layers one draw with `desire_seed`). Switch with `layer.mode` or `set_weight_mode`. Wrapping a
-    `WeightNormalization` augments `g·v/||v||`. `fold()` gives plain Keras layers. Details: technique page.
-    Cost: one extra kernel copy (`desire_kernel`; none with `desire_seed=None`); a few kernel ops per step.
+    computes with the DOM kernel `D(PW)` with probability `desire_probability`, else with the shadow weights
+    `SW = T(PW)` (with probability `probability`, else PW); the gradient flows through `D` or `T` to PW.
+    Inference: `mode="accuracy"` (AOM) runs the plain layer, bit for bit; `mode="desire"` (DOM) computes
+    with one fixed kernel (`desire_transform`; by default a convolution trained with a spatial transform
+    gets `FixedShift(1)` and runs as a (k−1)×(k−1) convolution, other layers one draw with `desire_seed`).
+    Switch with `layer.mode` or `set_weight_mode` (which re-estimates batch-norm statistics for the mode
+    when given data). Wrapping a `WeightNormalization` augments `g·v/||v||`. `fold()` gives plain Keras
+    layers. Details: technique page. Cost: one extra kernel copy (`desire_kernel`; none with
+    `desire_seed=None`); a few kernel ops per step (with `desire_probability > 0` the DOM kernel too).
 
     Args:
         layer: the layer to wrap: Dense, Conv1D/2D/3D, Conv1D/2D/3DTranspose, DepthwiseConv1D/2D,
             SeparableConv1D/2D (depthwise kernel), or a `WeightNormalization` of one of these.
-        transform: the transform `T`: a `transforms.Transform`, a name, a config dict or a callable
-            `f(kernel, seed) -> kernel` (see `transforms.get`). Default: the authors' shift.
+        transform: the transform `T`: `"auto"`, a `transforms.Transform`, a name, a config dict or a callable
+            `f(kernel, seed) -> kernel` (see `transforms.get`). `"auto"` (default) resolves at build
+            (`auto_transform`): the authors' crop-and-stretch `RandomResizedCrop()` for kernels with a spatial
+            size ≥ 3, `GaussianNoise(0.1)` for Dense, 1×1 and 2×2 kernels.
         mode: inference mode, `"accuracy"` (AOM) or `"desire"` (DOM).
         seed: int seed of the training draws (None: random).
         desire_seed: int seed of a `"draw"` DOM kernel, or None to store no DOM kernel (redraw per call).
         learnable_scale: multiply SW by a learnable scalar `α ~ U[0, 1)`, as the authors do.
         desire_transform: the DOM kernel: `"auto"`, `"draw"`, or a fixed transform (`transforms.FixedShift`,
             `transforms.FixedMask`, `"fixed_shift"` or a config dict of one).
-        probability: probability that a training call uses SW (else PW), in `[0, 1]`.
+        probability: probability that a training call not drawn for the DOM kernel uses SW (else PW), in `[0, 1]`.
+        desire_probability: probability that a training call computes with the DOM kernel (trains the weights
+            DOM infers with), in `[0, 1]`; > 0 needs a fixed DOM kernel (`desire_transform` not resolving to
+            `"draw"`).
         **kwargs: base layer keyword arguments (`name`, `dtype`, ...).
 
     Raises:
-        TypeError: if `layer` is not a Keras layer or `transform` is of a wrong type.
-        ValueError: for an unsupported layer, unknown mode or transform name, a `desire_transform` that is
-            not fixed, `"auto"` or `"draw"`, a `probability` outside `[0, 1]`, or (at build) a spatial
-            transform on a kernel without spatial axes.
+        TypeError: if `layer` is not a Keras layer or has no supported kernel, or `transform` is of a wrong type.
+        ValueError: for an unknown mode or transform name, a `desire_transform` that is
+            not fixed, `"auto"` or `"draw"`, a `probability` or `desire_probability` outside `[0, 1]`, or (at
+            build) a spatial transform on a kernel without spatial axes or a `desire_probability > 0` without a
+            fixed DOM kernel.
 
     Example:
 
@@ -85,9 +129,9 @@ class ShadowWeights(KernelReparametrization):
     import numpy as np
     from keras_wtrain.shadow_weights import ShadowWeights
 
-    layer = ShadowWeights(keras.layers.Conv2D(8, 3, padding="same"), seed=0)
+    layer = ShadowWeights(keras.layers.Conv2D(8, 3, padding="same"), seed=0, desire_probability=0.25)
     x = np.random.rand(2, 8, 8, 3).astype("float32")
-    y_train, y_aom = layer(x, training=True), layer(x)  # T(PW) with a fresh draw; the plain layer
+    y_train, y_aom = layer(x, training=True), layer(x)  # D(PW) or T(PW) with a fresh draw; the plain layer
     layer.mode = "desire"  # DOM: a fixed one-tap shift, run as a 2x2 convolution
     np.testing.assert_allclose(layer.fold()(x), layer(x), atol=1e-5)
     ```
@@ -100,13 +144,14 @@ class ShadowWeights(KernelReparametrization):
     def __init__(
         self,
         layer,
-        transform="random_translate",
+        transform="auto",
         mode="accuracy",
         seed=None,
         desire_seed=0,
         learnable_scale=False,
         desire_transform="auto",
         probability=1.0,
+        desire_probability=0.0,
         **kwargs,
     ):
         self._check_layer(layer)
@@ -114,25 +159,24 @@ class ShadowWeights(KernelReparametrization):
         desire_seed = check_seed(desire_seed, name="desire_seed", owner="ShadowWeights")
         learnable_scale = check_bool("learnable_scale", learnable_scale, owner="ShadowWeights")
         probability = check_probability("probability", probability, owner="ShadowWeights")
+        desire_probability = check_probability("desire_probability", desire_probability, owner="ShadowWeights")
         desire_transform = _check_desire_transform(desire_transform)
+        transform = _check_transform(transform)
         super().__init__(layer, **kwargs)
-        self.transform = transforms_lib.get(transform)
+        self._transform_argument = transform
+        # The transform `T`; `"auto"` resolves at build (None until then).
+        self.transform = None if transform == "auto" else transform
         self._mode = _check_mode(mode, owner="ShadowWeights")
         self.seed = seed
         self.desire_seed = desire_seed
         self.learnable_scale = learnable_scale
         self.desire_transform = desire_transform
         self.probability = probability
+        self.desire_probability = desire_probability
         self.seed_generator = keras.random.SeedGenerator(seed)
         # Set by `shadow_weights_models.inference_kernels_in_training` while batch-norm statistics are
         # re-estimated: training-mode calls then compute with the inference kernels (PW, or the DOM kernel).
         self._inference_kernels_in_training = False
-
-    @classmethod
-    def from_config(cls, config):
-        # A config without `desire_transform` comes from a version whose DOM kernel was always a draw.
-        config = {"desire_transform": "draw", **config}
-        return super().from_config(config)
 
     @property
     def mode(self):
@@ -149,6 +193,16 @@ class ShadowWeights(KernelReparametrization):
     def desire_fixed(self):
         """The fixed transform of the DOM kernel, or None for a draw (built layers)."""
         return self._desire_fixed
+
+    @property
+    def has_fixed_desire_kernel(self):
+        """Whether DOM computes with one fixed kernel (a fixed transform, or a stored draw) rather than a per-call draw.
+
+        Before build a `desire_transform="auto"` with `desire_seed=None` counts as not fixed.
+        """
+        if self.built:
+            return self.desire_kernel is not None or self._desire_fixed is not None
+        return self.desire_seed is not None or isinstance(self.desire_transform, transforms_lib.FixedTransform)
 
     def refresh_desire_kernel(self):
         """Recomputes the stored DOM kernel from the current PW; returns it (numpy), or None if none is stored."""
@@ -184,6 +238,8 @@ class ShadowWeights(KernelReparametrization):
     def build(self, input_shape=None):
         super().build(input_shape)
         kernel_shape = tuple(self._kernel.shape)
+        if self._transform_argument == "auto":
+            self.transform = auto_transform(kernel_shape, self._spatial_axes)
         try:
             self.transform.check(kernel_shape, self._spatial_axes)
         except ValueError as error:
@@ -191,6 +247,14 @@ class ShadowWeights(KernelReparametrization):
                 f"ShadowWeights({type(self.target_layer).__name__} {self.layer.name!r}): argument `transform`: {error}"
             ) from None
         self._desire_fixed = self._resolve_desire_fixed(kernel_shape)
+        if self.desire_probability > 0.0 and self._desire_fixed is None:
+            raise ValueError(
+                f"ShadowWeights({type(self.target_layer).__name__} {self.layer.name!r}): argument "
+                f"`desire_probability` must be 0 when the DOM kernel is a random draw (desire_transform "
+                f"{self.desire_transform!r} resolves to 'draw' for this kernel of shape {kernel_shape}); received "
+                f"{self.desire_probability!r}. Training with the DOM kernel needs a fixed one: a convolution with "
+                "a spatial kernel and desire_transform='auto', transforms.FixedShift or transforms.FixedMask."
+            )
         self.desire_kernel = None
         if self.desire_seed is not None:
             self.desire_kernel = self.add_weight(
@@ -244,12 +308,21 @@ class ShadowWeights(KernelReparametrization):
     def call_kernels(self, training=None):
         """Training: SW, a fresh draw (or PW). Inference: None (AOM) or the DOM kernel."""
         if training and not self._inference_kernels_in_training:
-            if self.probability == 0.0:
+            if self.desire_probability == 1.0:
+                return [self.desire_kernel_value()]
+            if self.probability == 0.0 and self.desire_probability == 0.0:
                 return None
-            kernel = self.shadow_kernel(self.seed_generator)
-            if self.probability < 1.0:
-                use_shadow = rng.uniform((), seed=self.seed_generator) < self.probability
-                kernel = ops.where(use_shadow, kernel, self.plain_kernel())
+            if self.probability == 0.0:
+                kernel = self.plain_kernel()
+            else:
+                kernel = self.shadow_kernel(self.seed_generator)
+                if self.probability < 1.0:
+                    use_shadow = rng.uniform((), seed=self.seed_generator) < self.probability
+                    kernel = ops.where(use_shadow, kernel, self.plain_kernel())
+            if self.desire_probability > 0.0:
+                # One more draw per call, after the shadow draws, so `desire_probability=0` keeps their stream.
+                use_desire = rng.uniform((), seed=self.seed_generator) < self.desire_probability
+                kernel = ops.where(use_desire, self.desire_kernel_value(), kernel)
             return [kernel]
         if self._mode == "accuracy":
             return None
@@ -303,15 +376,19 @@ class ShadowWeights(KernelReparametrization):
         desire_transform = self.desire_transform
         if isinstance(desire_transform, transforms_lib.Transform):
             desire_transform = keras.saving.serialize_keras_object(desire_transform)
+        transform = self._transform_argument
+        if transform != "auto":
+            transform = keras.saving.serialize_keras_object(transform)
         config.update(
             {
-                "transform": keras.saving.serialize_keras_object(self.transform),
+                "transform": transform,
                 "mode": self._mode,
                 "seed": self.seed,
                 "desire_seed": self.desire_seed,
                 "learnable_scale": self.learnable_scale,
                 "desire_transform": desire_transform,
                 "probability": self.probability,
+                "desire_probability": self.desire_probability,
             }
         )
         return config

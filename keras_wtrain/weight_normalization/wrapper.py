@@ -64,8 +64,7 @@ class WeightNormalization(KernelReparametrization):
         **kwargs: base layer keyword arguments (`name`, `dtype`, ...).
 
     Raises:
-        TypeError: if `layer` is not a Keras layer.
-        ValueError: if `layer` has no supported kernel.
+        TypeError: if `layer` is not a Keras layer or has no supported kernel.
 
     Example:
 
@@ -189,7 +188,8 @@ class WeightNormalization(KernelReparametrization):
 
     def load_own_variables(self, store):
         super().load_own_variables(store)
-        self.is_initialized()
+        if self.built:  # a model saved before it was built loads unbuilt and builds on its first call
+            self.is_initialized()
 
     def get_config(self):
         config = super().get_config()

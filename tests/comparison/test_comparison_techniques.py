@@ -17,9 +17,9 @@ from keras_wtrain.comparison.settings import parse_technique
 from keras_wtrain.comparison.settings import parse_techniques
 from keras_wtrain.comparison.techniques import averaging_schedule
 from keras_wtrain.comparison.techniques import layer_wrapper
-from keras_wtrain.comparison.techniques import rebuild_with
 from keras_wtrain.layers import ShadowWeights
 from keras_wtrain.layers import WeightNormalization
+from keras_wtrain.layers import wrap_layers
 from keras_wtrain.randomness import Model as NoisyModel
 
 
@@ -116,13 +116,22 @@ def test_combined_model_trains_with_every_part(train):
     assert rates[0] > rates[5] and rates[7] == pytest.approx(5e-4)
 
 
-def test_rebuild_with_wraps_a_functional_model_and_refuses_a_subclassed_one():
-    inputs = keras.Input((6,))
-    hidden = keras.layers.Dense(8, activation="relu")(inputs)
-    model = keras.Model(inputs, keras.layers.Dense(3)(hidden))
-    rebuilt = rebuild_with(model, layer_wrapper(("weightnorm",)))
+def test_a_user_model_is_rebuilt_with_fresh_wrapped_layers_and_a_subclassed_one_is_refused():
+    from keras_wtrain.comparison.inputs import _user_factory
+
+    def build_mlp():
+        inputs = keras.Input((6,))
+        hidden = keras.layers.Dense(8, activation="relu")(inputs)
+        return keras.Model(inputs, keras.layers.Dense(3)(hidden))
+
+    original = build_mlp()
+    rebuilt = wrap_layers(original, layer_wrapper(("weightnorm",)), copy_weights=False)
     assert [type(layer).__name__ for layer in rebuilt.layers] == ["InputLayer", *["WeightNormalization"] * 2]
-    assert rebuilt.layers[1] is not model.layers[1]
+    assert rebuilt.layers[1] is not original.layers[1]
+    assert rebuilt.layers[1].data_init  # fresh weights: the comparison runs the data-dependent init
+    assert not np.allclose(rebuilt.layers[1].layer.get_weights()[0], original.layers[1].get_weights()[0])
+    _, make_model = _user_factory(build_mlp)
+    assert isinstance(make_model(layer_wrapper(("weightnorm",))).layers[1], WeightNormalization)
 
     class Subclassed(keras.Model):
         def __init__(self):
@@ -132,8 +141,10 @@ def test_rebuild_with_wraps_a_functional_model_and_refuses_a_subclassed_one():
         def call(self, x):
             return self.dense(x)
 
-    with pytest.raises(TypeError, match="needs a functional or Sequential model"):
-        rebuild_with(Subclassed(), lambda layer: layer)
+    _, make_model = _user_factory(Subclassed)
+    assert isinstance(make_model(None), Subclassed)
+    with pytest.raises(TypeError, match=r"needs a functional or Sequential model; Subclassed\(\) returned"):
+        make_model(lambda layer: layer)
 
 
 def test_shadow_on_a_model_without_convolutions_wraps_nothing(train):

@@ -100,7 +100,7 @@ def test_subclass_implements_only_kernels_and_values(rng):
     folded = layer.fold()
     assert type(folded) is keras.layers.Dense
     np.testing.assert_allclose(np.asarray(folded(x)), y, atol=1e-6)
-    with pytest.raises(ValueError, match="Doubled cannot wrap layer .* Supported layers: Dense"):
+    with pytest.raises(TypeError, match="Doubled cannot wrap layer .* Supported layers: Dense"):
         Doubled(keras.layers.Conv2D(2, 3))
     with pytest.raises(TypeError, match="Doubled: argument `layer` must be a Keras layer"):
         Doubled("dense")
@@ -164,3 +164,118 @@ def test_mask_reaches_the_wrapped_layer(rng):
 @pytest.mark.jax
 class KerasLayerChecksJax(KerasLayerChecks):
     """The same checks on the JAX backend (stateless, jit-compiled training step)."""
+
+
+# ------------------------------------------------------------------ models as users write them
+
+
+def _save_and_load(model, tmp_path, name="model.keras"):
+    path = tmp_path / name
+    model.save(path)
+    return keras.saving.load_model(path)
+
+
+@pytest.mark.parametrize("wrapper", ["weightnorm", "shadow", "shadow-over-weightnorm"])
+def test_a_functional_model_folds_and_round_trips(rng, tmp_path, wrapper):
+    # The functional graph records the wrapper's `mask` argument; the plain folded layers do not take one.
+    def wrap(layer):
+        if wrapper == "weightnorm":
+            return WeightNormalization(layer, data_init=False)
+        if wrapper == "shadow":
+            return ShadowWeights(layer, seed=0)
+        return ShadowWeights(WeightNormalization(layer, data_init=False), seed=0)
+
+    x = rng.normal(size=(4, 8, 8, 3)).astype("float32")
+    inputs = keras.Input((8, 8, 3))
+    h = wrap(keras.layers.Conv2D(4, 3, padding="same", activation="relu"))(inputs)
+    h = keras.layers.GlobalAveragePooling2D()(h)
+    outputs = wrap(keras.layers.Dense(3))(h)
+    model = keras.Model(inputs, outputs)
+    folded = fold_layers(model)
+    assert not any(isinstance(layer, KernelReparametrization) for layer in folded.layers)
+    np.testing.assert_allclose(np.asarray(folded(x)), np.asarray(model(x)), atol=1e-5)
+    loaded = _save_and_load(model, tmp_path)
+    np.testing.assert_array_equal(np.asarray(loaded(x)), np.asarray(model(x)))
+
+
+def test_a_nested_functional_model_folds(rng):
+    x = rng.normal(size=(3, 5)).astype("float32")
+    inner_inputs = keras.Input((5,))
+    inner = keras.Model(inner_inputs, WeightNormalization(keras.layers.Dense(4), data_init=False)(inner_inputs))
+    inputs = keras.Input((5,))
+    model = keras.Model(inputs, keras.layers.Dense(2)(inner(inputs)))
+    folded = fold_layers(model)
+    assert type(folded.layers[1].layers[1]) is keras.layers.Dense
+    np.testing.assert_allclose(np.asarray(folded(x)), np.asarray(model(x)), atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: WeightNormalization(keras.layers.Dense(2)),
+        lambda: ShadowWeights(keras.layers.Conv2D(2, 3)),
+        lambda: ShadowWeights(WeightNormalization(keras.layers.Conv2D(2, 3))),
+    ],
+    ids=["weightnorm", "shadow", "nested"],
+)
+def test_an_unbuilt_model_loads_unbuilt_and_builds_on_first_call(tmp_path, make):
+    model = keras.Sequential([make()])
+    loaded = _save_and_load(model, tmp_path)
+    assert not loaded.built and not loaded.layers[0].built
+    x = np.ones((2, 6, 6, 1) if "Conv" in type(model.layers[0].target_layer).__name__ else (2, 3), "float32")
+    assert loaded(x).shape[0] == 2 and loaded.layers[0].built
+
+
+def test_bidirectional_weight_normalized_lstm_equals_the_plain_one_and_folds(rng, tmp_path):
+    # Bidirectional builds its backward copy from the wrapper's config with `go_backwards` flipped.
+    x = rng.normal(size=(3, 5, 4)).astype("float32")
+    plain = keras.layers.Bidirectional(keras.layers.LSTM(6, return_sequences=True))
+    wrapped = keras.layers.Bidirectional(
+        WeightNormalization(keras.layers.LSTM(6, return_sequences=True), data_init=False)
+    )
+    plain.build((None, 5, 4))
+    wrapped.build((None, 5, 4))
+    assert not wrapped.forward_layer.layer.go_backwards and wrapped.backward_layer.layer.go_backwards
+    assert wrapped.backward_layer.go_backwards and wrapped.return_sequences
+    wrapped.forward_layer.layer.set_weights(plain.forward_layer.get_weights())
+    wrapped.backward_layer.layer.set_weights(plain.backward_layer.get_weights())
+    for half in (wrapped.forward_layer, wrapped.backward_layer):  # g = ||v|| again for the copied kernels
+        half.g_weights[0].assign(np.linalg.norm(half.layer.cell.kernel.numpy(), axis=0))
+        half.g_weights[1].assign(np.linalg.norm(half.layer.cell.recurrent_kernel.numpy(), axis=0))
+    np.testing.assert_allclose(np.asarray(wrapped(x)), np.asarray(plain(x)), atol=1e-5)
+
+    inputs = keras.Input((5, 4))
+    model = keras.Model(inputs, keras.layers.TimeDistributed(keras.layers.Dense(2))(wrapped(inputs)))
+    folded = fold_layers(model)
+    assert type(folded.layers[1].forward_layer) is keras.layers.LSTM
+    assert folded.layers[1].backward_layer.go_backwards
+    np.testing.assert_allclose(np.asarray(folded(x)), np.asarray(model(x)), atol=1e-5)
+    loaded = _save_and_load(model, tmp_path)
+    np.testing.assert_array_equal(np.asarray(loaded(x)), np.asarray(model(x)))
+
+
+@pytest.mark.parametrize("wrapper", [WeightNormalization, ShadowWeights])
+def test_time_distributed_wrapper_folds_and_round_trips(rng, tmp_path, wrapper):
+    x = rng.normal(size=(2, 4, 6, 6, 3)).astype("float32")
+    kwargs = {"data_init": False} if wrapper is WeightNormalization else {"seed": 0, "mode": "desire"}
+    inputs = keras.Input((4, 6, 6, 3))
+    outputs = keras.layers.TimeDistributed(wrapper(keras.layers.Conv2D(2, 3, padding="same"), **kwargs))(inputs)
+    model = keras.Model(inputs, outputs)
+    folded = fold_layers(model)
+    assert not isinstance(folded.layers[1].layer, KernelReparametrization)
+    np.testing.assert_allclose(np.asarray(folded(x)), np.asarray(model(x)), atol=1e-5)
+    loaded = _save_and_load(model, tmp_path)
+    np.testing.assert_array_equal(np.asarray(loaded(x)), np.asarray(model(x)))
+
+
+def test_weight_normalization_of_an_rnn_with_a_cell(rng, tmp_path):
+    x = rng.normal(size=(2, 5, 3)).astype("float32")
+    layer = WeightNormalization(keras.layers.RNN(keras.layers.GRUCell(4)), data_init=False)
+    model = keras.Sequential([keras.Input((5, 3)), layer])
+    plain = keras.Sequential([keras.Input((5, 3)), keras.layers.RNN(keras.layers.GRUCell(4))])
+    cell = layer.layer.cell
+    plain.set_weights([cell.kernel.numpy(), cell.recurrent_kernel.numpy(), cell.bias.numpy()])
+    np.testing.assert_allclose(np.asarray(model(x)), np.asarray(plain(x)), atol=1e-5)
+    np.testing.assert_allclose(np.asarray(fold_layers(model)(x)), np.asarray(model(x)), atol=1e-5)
+    loaded = _save_and_load(model, tmp_path)
+    np.testing.assert_array_equal(np.asarray(loaded(x)), np.asarray(model(x)))

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from keras_wtrain._core.objective import loss_value
+from keras_wtrain._core.objective import resolve_loss
 from keras_wtrain.averaging.objective import SelectionObjective
 from keras_wtrain.diagnostics import mean_loss
 
@@ -43,3 +44,15 @@ def test_the_evaluator_leaves_the_model_untouched(rng):
     loss_value(model, keras.losses.mean_squared_error, zeros, [], np.ones((2, 4), "float32"), np.zeros((2, 2)))
     for old, new in zip(before, model.weights):
         np.testing.assert_array_equal(old, np.asarray(new))
+
+
+@pytest.mark.parametrize("loss", ["binary_crossentropy", "mse", keras.losses.binary_crossentropy])
+def test_a_loss_named_at_compile_meets_targets_of_lower_rank_as_compile_does(loss):
+    # Targets of shape (n,) and outputs of shape (n, 1): `fit` and `evaluate` accept them, so must the loss at w.
+    x = np.random.default_rng(0).random((64, 4)).astype("float32")
+    y = (np.arange(64) % 2).astype("float32")
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8), keras.layers.Dense(1, activation="sigmoid")])
+    model.compile("sgd", loss)
+    values = ([v.value for v in model.trainable_variables], [v.value for v in model.non_trainable_variables])
+    value = loss_value(model, resolve_loss(model), *values, x, y)
+    np.testing.assert_allclose(float(value), model.evaluate(x, y, batch_size=64, verbose=0), rtol=1e-5)

@@ -41,3 +41,19 @@ def test_stateless_jit_fit_draws_fresh_and_aom_equals_plain(digits):
     dom = model.predict(x, verbose=0)
     assert not np.allclose(aom, dom)
     np.testing.assert_allclose(dom, np.asarray(model(x)), rtol=1e-5, atol=1e-5)
+
+
+def test_desire_training_under_jax_jit(digits):
+    keras.utils.set_random_seed(0)
+    conv = ShadowWeights(keras.layers.Conv2D(4, 3, padding="same", activation="relu"), seed=0, desire_probability=0.5)
+    model = keras.Sequential([keras.Input((8, 8, 1)), conv, keras.layers.Flatten(), keras.layers.Dense(10)])
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True), jit_compile=True)
+    kernel = np.asarray(conv.layer.kernel.value).copy()
+    history = model.fit(digits.x_train[:512], digits.y_train[:512], epochs=3, batch_size=64, verbose=0)
+    assert history.history["loss"][-1] < history.history["loss"][0]
+    assert not np.allclose(kernel, np.asarray(conv.layer.kernel.value))
+    x = digits.x_test[:16]
+    conv.desire_probability = 1.0  # every training call computes with the DOM kernel
+    train_out = np.asarray(conv(x, training=True))
+    conv.mode = "desire"
+    np.testing.assert_allclose(train_out, np.asarray(conv(x)), rtol=1e-5, atol=1e-5)

@@ -296,9 +296,9 @@ def test_mnist5k_cnn_reaches_95_percent(mnist5k):
     "bad, error, words",
     [
         ("dense", TypeError, "must be a Keras layer"),
-        (keras.layers.Flatten(), ValueError, "Supported layers"),
-        (keras.layers.BatchNormalization(), ValueError, "BatchNormalization"),
-        (keras.layers.Dropout(0.5), ValueError, "no supported kernel"),
+        (keras.layers.Flatten(), TypeError, "Supported layers"),
+        (keras.layers.BatchNormalization(), TypeError, "BatchNormalization"),
+        (keras.layers.Dropout(0.5), TypeError, "no supported kernel"),
     ],
 )
 def test_bad_layers_raise_clear_errors(bad, error, words):
