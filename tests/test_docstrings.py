@@ -23,6 +23,8 @@ PUBLIC_MODULES = (
     "keras_wtrain.tuning",
     "keras_wtrain.comparison",
     "keras_wtrain.comparison.cli",
+    "keras_wtrain.comparison.distributed",
+    "keras_wtrain.comparison.store",
     "keras_wtrain.comparison.settings",
     "keras_wtrain.comparison.datasets",
     "keras_wtrain.comparison.models",

@@ -23,6 +23,12 @@ _LOCATIONS = {
     "summarize": "keras_wtrain.comparison.report",
     "verdict": "keras_wtrain.comparison.report",
     "verdict_lines": "keras_wtrain.comparison.report",
+    "verdict_record": "keras_wtrain.comparison.report",
+    "minimum_detectable_effect": "keras_wtrain.comparison.report",
+    "needs_more_seeds": "keras_wtrain.comparison.report",
+    "interval_half_widths": "keras_wtrain.comparison.report",
+    "technique_styles": "keras_wtrain.comparison.plots",
+    "paired_differences_figure": "keras_wtrain.comparison.plots",
     "StepTimer": "keras_wtrain.comparison.runner",
     "default_optimizer": "keras_wtrain.comparison.runner",
     "run_one": "keras_wtrain.comparison.runner",
@@ -32,9 +38,12 @@ _LOCATIONS = {
     "RECIPE": "keras_wtrain.comparison.settings",
     "TECHNIQUES": "keras_wtrain.comparison.settings",
     "build_technique": "keras_wtrain.comparison.techniques",
+    "ConfigurationMismatch": "keras_wtrain.comparison.store",
+    "RunStore": "keras_wtrain.comparison.store",
 }
 
 __all__ = [
+    "ConfigurationMismatch",
     "DEFAULTS",
     "DEFAULT_TECHNIQUES",
     "InputError",
@@ -42,6 +51,7 @@ __all__ = [
     "NotConvergedWarning",
     "QUICK",
     "RECIPE",
+    "RunStore",
     "StepTimer",
     "TECHNIQUES",
     "as_splits",
@@ -50,13 +60,19 @@ __all__ = [
     "convergence",
     "default_optimizer",
     "environment",
+    "interval_half_widths",
     "markdown_table",
     "mechanism_table",
+    "minimum_detectable_effect",
+    "needs_more_seeds",
+    "paired_differences_figure",
     "prepare",
     "run_one",
     "summarize",
+    "technique_styles",
     "verdict",
     "verdict_lines",
+    "verdict_record",
     "write_plots",
 ]
 
@@ -72,6 +88,7 @@ _SUBMODULES = (
     "report",
     "runner",
     "settings",
+    "store",
     "techniques",
 )
 

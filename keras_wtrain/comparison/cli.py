@@ -76,6 +76,18 @@ def _positive(name):
     return parse
 
 
+def _positive_points(value):
+    try:
+        number = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"--target-ci must be a number of accuracy points, received {value!r}"
+        ) from None
+    if not number > 0 or number != number or number == float("inf"):
+        raise argparse.ArgumentTypeError(f"--target-ci must be > 0 accuracy points, received {value}")
+    return number
+
+
 def build_parser():
     """The argument parser of `keras-wtrain` (no Keras import: arguments are checked before a backend starts).
 
@@ -148,7 +160,24 @@ def build_parser():
         action="store_true",
         help=f"a ~2-minute smoke run ({QUICK['seeds']} seed, {QUICK['epochs']} epochs, {QUICK['train_size']} examples)",
     )
+    compare.add_argument(
+        "--target-ci",
+        type=_positive_points,
+        default=None,
+        help="add seeds until every paired 95%% interval vs the baseline is narrower than this many accuracy points",
+    )
+    compare.add_argument(
+        "--max-seeds",
+        type=_positive("--max-seeds"),
+        default=None,
+        help="the most seeds --target-ci may reach (default: max(--seeds, 10))",
+    )
     compare.add_argument("--out", default="runs/compare", help="output directory (default runs/compare)")
+    compare.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="discard the runs of another configuration found in --out (by default they are kept and the job resumes)",
+    )
     compare.add_argument("--no-progress", action="store_true", help="do not print progress bars")
     return parser
 
@@ -261,6 +290,16 @@ def _import_backend():
                 print("\n".join(kept), file=sys.stderr)
 
 
+def _tell_chief(out, error):
+    """A worker that cannot run tells the chief (which would otherwise wait for its runs), then exits."""
+    from keras_wtrain.comparison import distributed
+
+    try:
+        distributed.report_worker_error(out, str(error))
+    except Exception as report_error:  # the original error stays the message; say why the chief was not told
+        print(f"keras-wtrain: could not report to the chief: {_first_line(report_error)}", file=sys.stderr)
+
+
 def main(argv=None):
     """Entry point of the `keras-wtrain` console script.
 
@@ -288,13 +327,21 @@ def main(argv=None):
     for key in ("seeds", "epochs", "train_size"):
         if getattr(args, key) is not None:
             settings[key] = getattr(args, key)
+    if args.max_seeds is not None and args.target_ci is None:
+        parser.error("--max-seeds bounds the seeds --target-ci adds; pass --target-ci with it")
+    if args.max_seeds is not None and args.max_seeds < settings["seeds"]:
+        parser.error(f"--max-seeds must be >= --seeds ({settings['seeds']}), received {args.max_seeds}")
     # The backend starts before the user's modules are imported: a module that imports Keras would otherwise
     # start TensorFlow without the quieting of `_import_backend`.
     _import_backend()
+    from keras_wtrain.comparison import distributed
+
     try:
         model = load_function(args.model, "--model") if ":" in args.model else args.model
         data = _user_data(args.data) if args.data else None
     except ValueError as error:
+        if distributed.role() == "worker":  # tell the chief, which would otherwise wait for this worker's runs
+            _tell_chief(args.out, error)
         parser.error(str(error))
     import warnings
 
@@ -302,6 +349,9 @@ def main(argv=None):
     from keras_wtrain.comparison import NotConvergedWarning
     from keras_wtrain.comparison import compare
     from keras_wtrain.comparison.datasets import load_dataset
+    from keras_wtrain.comparison.distributed import DistributedError
+    from keras_wtrain.comparison.distributed import DistributedSetupError
+    from keras_wtrain.comparison.store import ConfigurationMismatch
 
     if data is None:
         try:
@@ -313,7 +363,7 @@ def main(argv=None):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", NotConvergedWarning)  # its message is in results.md, printed below
         try:
-            compare(
+            results = compare(
                 model,
                 data,
                 techniques=args.techniques,
@@ -325,9 +375,17 @@ def main(argv=None):
                 out=args.out,
                 progress=not args.no_progress,
                 regime=args.regime,
+                overwrite=args.overwrite,
+                target_ci=args.target_ci,
+                max_seeds=args.max_seeds,
             )
-        except InputError as error:
+        except (InputError, ConfigurationMismatch, DistributedError, DistributedSetupError) as error:
+            if isinstance(error, (InputError, ConfigurationMismatch)) and distributed.role() == "worker":
+                _tell_chief(args.out, error)
             parser.error(str(error))
+    if results is None:  # a worker of a distributed job: the chief writes the results
+        print(f"keras-wtrain: this worker's runs are in {args.out}/runs; the chief writes results.md")
+        return 0
     print()
     print((pathlib.Path(args.out) / "results.md").read_text())
     print(f"Wrote {args.out}/results.json, results.md and the plots (*.png)")

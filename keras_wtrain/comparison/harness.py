@@ -63,21 +63,17 @@ def environment():
 
 
 def _verdicts(summary):
-    from keras_wtrain.comparison.report import verdict
-
-    def entry(diff):
-        word, mean, low, high = verdict(diff)
-        return {"verdict": word, "mean_points": mean, "ci95_low_points": low, "ci95_high_points": high}
+    from keras_wtrain.comparison.report import verdict_record
 
     out = {}
     for technique, stats in summary.items():
         if technique == "baseline":
             continue
-        out[technique] = {"vs_baseline": entry(stats.get("accuracy_diff_vs_baseline"))}
+        out[technique] = {"vs_baseline": verdict_record(stats.get("accuracy_diff_vs_baseline"))}
         parts = stats.get("accuracy_diff_vs_parts")
         if parts:
             best = max(parts, key=lambda part: summary[part]["test_accuracy"]["mean"])
-            out[technique]["vs_best_part"] = {"part": best, **entry(parts[best])}
+            out[technique]["vs_best_part"] = {"part": best, **verdict_record(parts[best])}
     return out
 
 
@@ -117,7 +113,9 @@ def _markdown(results, table, verdicts, mechanisms):
         "Cells are mean ± std [95% confidence-interval half-width, t-distribution over seeds]. The accuracy "
         "difference is paired by seed against the baseline. Step-time ratio: median time between the ends of "
         "consecutive training batches (first epoch excluded), relative to the baseline of the same seed. Peak RSS "
-        "is the whole process's high-water mark when the run ended.",
+        "is the whole process's high-water mark when the run ended. MDE: the smallest true paired difference these "
+        "seeds detect with 80 % probability (two-sided 5 % paired t-test), (t(0.975, n−1) + t(0.80, n−1)) · std / √n; "
+        "it describes the experiment's sensitivity, not a bound on the effect.",
         "",
         *table,
         "",
@@ -134,6 +132,137 @@ def _markdown(results, table, verdicts, mechanisms):
     ]
 
 
+class JobProgress:
+    """One line for the whole job above each run's own bar: runs done / total, elapsed, estimated time left.
+
+    Elapsed is the wall time since this process started the job; the estimate is the mean wall time of the runs
+    this process trained times the runs left (runs read back from a resumed job count as done, not in the mean).
+
+    Args:
+        total: runs in the job.
+        done: runs already finished (read back).
+        enabled: print the line (False for `--no-progress`).
+
+    Example:
+
+    ```python
+    from keras_wtrain.comparison.harness import JobProgress
+
+    job = JobProgress(total=4, done=1, enabled=False)
+    job.finished(12.0)
+    assert job.line().startswith("[job] 2/4 runs done,") and job.line().endswith("about 0:00:24 left")
+    ```
+    """
+
+    def __init__(self, total, done, enabled):
+        self.total, self.done, self.enabled = total, done, enabled
+        self.trained, self.trained_s = 0, 0.0
+        self.started = time.perf_counter()
+
+    @staticmethod
+    def _clock(seconds):
+        seconds = int(round(seconds))
+        return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+    def finished(self, wall_s):
+        """Counts one run trained by this process in `wall_s` seconds."""
+        self.done += 1
+        self.trained += 1
+        self.trained_s += wall_s
+
+    def line(self):
+        """The job's progress line."""
+        left = "time left unknown until a run ends"
+        if self.trained:
+            left = f"about {self._clock(self.trained_s / self.trained * (self.total - self.done))} left"
+        elapsed = self._clock(time.perf_counter() - self.started)
+        return f"[job] {self.done}/{self.total} runs done, {elapsed} elapsed, {left}"
+
+    def show(self):
+        """Prints the line (when enabled)."""
+        if self.enabled:
+            print(self.line(), flush=True)
+
+
+def job_settings(inputs, epochs, batch_size, regime, optimizer, measure):
+    """The settings every run of a job depends on (what `RunStore` compares when a job is resumed).
+
+    The model is identified by its name and layer structure, the data by a digest of its splits; techniques and
+    seeds are not settings (adding either reuses the finished runs).
+
+    Args:
+        inputs: the comparison's `Inputs`.
+        epochs: epochs per run.
+        batch_size: training batch size.
+        regime: the regime name.
+        optimizer: the user's optimizer factory or None.
+        measure: whether mechanisms are measured.
+
+    Returns:
+        A JSON-serialisable dict.
+
+    Example:
+
+    ```python
+    import numpy as np
+    from keras_wtrain.comparison import prepare
+    from keras_wtrain.comparison.harness import job_settings
+
+    x, y = np.random.rand(60, 8, 8, 1).astype("float32"), np.arange(60) % 3
+    settings = job_settings(prepare("mlp", (x, y)), 2, 32, "converged", None, True)
+    print(settings["model"], settings["data_digest"])
+    ```
+    """
+    import keras
+
+    import keras_wtrain
+    from keras_wtrain._core._keras_private import sublayers
+    from keras_wtrain.comparison.store import fingerprint_arrays
+
+    splits = inputs.splits
+    model = inputs.make_model(None)
+    structure = [f"{type(layer).__name__}:{layer.count_params() if layer.built else '?'}" for layer in sublayers(model)]
+    loss = inputs.loss
+    return {
+        "model": inputs.model_name,
+        "model_layers": _digest_text("|".join(structure)),
+        "data": splits.name,
+        "data_digest": fingerprint_arrays(
+            splits.x_train, splits.y_train, splits.x_val, splits.y_val, splits.x_test, splits.y_test
+        ),
+        "regime": regime,
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "loss": f"{type(loss).__name__}{loss.get_config() if hasattr(loss, 'get_config') else ''}",
+        "optimizer": "default" if optimizer is None else getattr(optimizer, "__qualname__", type(optimizer).__name__),
+        "measure": measure,
+        "keras_wtrain": keras_wtrain.__version__,
+        "backend": keras.backend.backend(),
+    }
+
+
+def _digest_text(text):
+    import hashlib
+
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+_OPTION_NAMES = {
+    "model": "--model",
+    "model_layers": "the model's layers",
+    "data": "--data/--dataset",
+    "data_digest": "the data (its splits)",
+    "regime": "--regime",
+    "epochs": "--epochs",
+    "batch_size": "--batch-size",
+    "loss": "the loss",
+    "optimizer": "the optimizer",
+    "measure": "measure",
+    "keras_wtrain": "the keras-wtrain version",
+    "backend": "the Keras backend",
+}
+
+
 def compare(
     model=None,
     data=None,
@@ -144,16 +273,20 @@ def compare(
     batch_size=DEFAULTS["batch_size"],
     out="runs/compare",
     progress=True,
-    dataset=None,
     regime=DEFAULTS["regime"],
     loss=None,
     optimizer=None,
     measure=True,
+    overwrite=False,
+    target_ci=None,
+    max_seeds=None,
 ):
     """Trains every technique and plain Keras on the same splits and seeds; writes tables, verdicts and plots.
 
-    Protocol, verdicts and outputs: docs/tutorials/does_it_help.md. Cost: `seeds × (len(techniques) + 1)`
-    training runs, plus a Hessian-trace and sharpness measurement per run when `measure`.
+    Protocol, verdicts and outputs: docs/tutorials/does_it_help.md. Each run is written to `out/runs/` as soon
+    as it ends; calling `compare` again with the same settings and `out` trains only the runs not written yet
+    (after a kill, or with more techniques or seeds). Cost: `seeds × (len(techniques) + 1)` training runs, plus a
+    Hessian-trace and sharpness measurement per run when `measure`.
 
     Args:
         model: `"cnn"` (default), `"mlp"`, `"resnet-small"`, or a function `build_model()` returning an
@@ -162,18 +295,22 @@ def compare(
             `tf.data.Dataset` of `(x, y)` batches (split class-stratified 70/10/20 %).
         techniques: names from `settings.TECHNIQUES` or combinations such as `"weightnorm+sewa"` (default: all
             and the recipe); the baseline is added.
-        seeds: number of seeds (default: the regime's).
+        seeds: number of seeds (default: the regime's); with `target_ci`, the first number of seeds.
         epochs: training epochs of every run (default: the regime's).
         train_size: training examples kept, class-stratified (default: the regime's for a named dataset, all of
             the user's data otherwise).
         batch_size: training batch size.
-        out: output directory (created).
-        progress: print a progress bar per run.
-        dataset: the dataset name, as a keyword (the old call style; `data` wins when both are given).
+        out: output directory (created); it keeps the finished runs of one job.
+        progress: print the job's progress line and a progress bar per run.
         regime: `"converged"` (default) or `"small-data"` (see `keras_wtrain.comparison.settings.REGIMES`).
         loss: the training loss (default: cross-entropy, on probabilities if the outputs sum to 1, else logits).
         optimizer: `f(total_steps) -> keras optimizer` (default: Adam 1e-3 with cosine decay to 0).
         measure: measure the mechanisms (Hessian trace, sharpness, technique-specific values).
+        overwrite: discard the runs of a job with other settings found in `out` instead of refusing them.
+        target_ci: add seeds until the 95 % interval of every paired test-accuracy difference against the
+            baseline has a half-width (the table's ± value) of at most this many accuracy points, a number > 0;
+            never fewer than 3 seeds (see `report.needs_more_seeds`); None: exactly `seeds`.
+        max_seeds: the most seeds `target_ci` may reach (default: `max(seeds, 10)`), an int >= `seeds`.
 
     Returns:
         The results dictionary written to `results.json`: `config`, `environment`, `convergence`, `summary`,
@@ -181,6 +318,7 @@ def compare(
 
     Raises:
         InputError: (a `ValueError`) for a model or data that cannot be compared, before any training.
+        ConfigurationMismatch: (a `ValueError`) if `out` holds runs of a job with other settings.
         ValueError, TypeError: for other bad arguments.
 
     Example:
@@ -199,14 +337,9 @@ def compare(
     print(results["verdicts"]["weightnorm+swa"])
     ```
     """
+    from keras_wtrain.comparison import distributed
     from keras_wtrain.comparison.inputs import prepare
-    from keras_wtrain.comparison.plots import write_plots
-    from keras_wtrain.comparison.report import convergence
-    from keras_wtrain.comparison.report import markdown_table
-    from keras_wtrain.comparison.report import mechanism_table
-    from keras_wtrain.comparison.report import summarize
-    from keras_wtrain.comparison.report import verdict_lines
-    from keras_wtrain.comparison.runner import run_one
+    from keras_wtrain.comparison.store import RunStore
 
     model = model if model is not None else DEFAULTS["model"]
     settings = regime_settings(regime)
@@ -215,8 +348,16 @@ def compare(
     batch_size = validation.check_int("batch_size", batch_size, minimum=1)
     validation.check_int("train_size", train_size, minimum=1, allow_none=True)
     validation.check_bool("measure", measure)
+    validation.check_bool("overwrite", overwrite)
+    if target_ci is not None:
+        validation.check_positive("target_ci", target_ci)
+        max_seeds = validation.check_int("max_seeds", max(seeds, 10) if max_seeds is None else max_seeds, minimum=1)
+        if max_seeds < seeds:
+            raise ValueError(f"argument `max_seeds` must be >= `seeds` ({seeds}); received {max_seeds}.")
+    elif max_seeds is not None:
+        raise ValueError("argument `max_seeds` bounds the seeds that `target_ci` adds; pass `target_ci` with it.")
     if data is None:
-        data = dataset if dataset is not None else DEFAULTS["dataset"]
+        data = DEFAULTS["dataset"]
     if isinstance(data, str) and train_size is None:
         train_size = settings["train_size"]
     techniques = parse_techniques(DEFAULT_TECHNIQUES if techniques is None else techniques)
@@ -224,19 +365,105 @@ def compare(
         techniques.insert(0, "baseline")
     wrapping = any(part in t.split("+") for t in techniques for part in ("weightnorm", "shadow"))
     inputs = prepare(model, data, train_size=train_size, loss=loss, wrapping=wrapping)
-    splits = inputs.splits
     out = pathlib.Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-
-    runs = []
+    job = job_settings(inputs, epochs, batch_size, regime, optimizer, measure)
+    store = RunStore(out, job, overwrite=overwrite, option_names=_OPTION_NAMES)
+    options = dict(epochs=epochs, batch_size=batch_size, measure=measure, optimizer=optimizer)
     started = time.perf_counter()
-    for seed in range(seeds):
+    if distributed.role() is None:
+        runs = _train(store, inputs, techniques, seeds, target_ci, max_seeds, progress, options)
+    else:  # a chief or worker of a Keras Tuner distributed job (KERASTUNER_* environment variables)
+        runs = distributed.train(store, inputs, techniques, seeds, target_ci, max_seeds, progress, options)
+        if runs is None:  # a worker: its runs are in `out/runs`, the chief writes the results
+            return None
+    elapsed = time.perf_counter() - started
+    return write_results(
+        out, inputs, runs, techniques, regime, epochs, batch_size, optimizer, measure, elapsed, target_ci, max_seeds
+    )
+
+
+def _train(store, inputs, techniques, seeds, target_ci, max_seeds, progress, options):
+    """Trains the runs not in `store` seed by seed (more seeds while `target_ci` asks); returns every run."""
+    from keras_wtrain.comparison.report import needs_more_seeds
+    from keras_wtrain.comparison.report import summarize
+    from keras_wtrain.comparison.runner import run_one
+
+    done = sum(store.load(t, s) is not None for s in range(seeds) for t in techniques)
+    job = JobProgress(total=seeds * len(techniques), done=done, enabled=progress)
+    runs, seed = [], 0
+    while True:
+        if seed >= seeds:  # a seed added by target_ci
+            job.total += len(techniques)
+            job.done += sum(store.load(t, seed) is not None for t in techniques)
         for technique in techniques:
-            runs.append(run_one(technique, inputs, seed, epochs, batch_size, progress, measure, optimizer))
-    total_wall = time.perf_counter() - started
+            run = store.load(technique, seed)
+            if run is None:
+                job.show()
+                run = run_one(
+                    technique,
+                    inputs,
+                    seed,
+                    options["epochs"],
+                    options["batch_size"],
+                    progress,
+                    options["measure"],
+                    options["optimizer"],
+                )
+                store.save(run)
+                job.finished(run["wall_time_s"])
+            runs.append(run)
+        seed += 1
+        if seed < seeds:
+            continue
+        if target_ci is None or seed >= max_seeds or not needs_more_seeds(summarize(runs, techniques), target_ci):
+            break
+    job.show()
+    return runs
 
+
+def write_results(
+    out,
+    inputs,
+    runs,
+    techniques,
+    regime,
+    epochs,
+    batch_size,
+    optimizer,
+    measure,
+    total_wall,
+    target_ci=None,
+    max_seeds=None,
+):
+    """Summarises `runs` and writes `results.json`, `results.md` and the plots to `out`; returns the results.
+
+    Args:
+        out: the output directory.
+        inputs: the comparison's `Inputs`.
+        runs: every run (dicts of `run_one`), seed by seed.
+        techniques: the techniques, baseline first.
+        regime: the regime name.
+        epochs: epochs per run.
+        batch_size: training batch size.
+        optimizer: the user's optimizer factory or None.
+        measure: whether mechanisms were measured.
+        total_wall: seconds this call spent training.
+        target_ci: the `target_ci` the seeds were added for, or None.
+        max_seeds: its bound, or None.
+
+    Returns:
+        The results dictionary.
+    """
     from keras_wtrain.comparison.mechanisms import FLATNESS
+    from keras_wtrain.comparison.plots import write_plots
+    from keras_wtrain.comparison.report import convergence
+    from keras_wtrain.comparison.report import markdown_table
+    from keras_wtrain.comparison.report import mechanism_table
+    from keras_wtrain.comparison.report import summarize
+    from keras_wtrain.comparison.report import verdict_lines
 
+    splits = inputs.splits
+    seeds = len({run["seed"] for run in runs})
     summary = summarize(runs, techniques)
     results = {
         "config": {
@@ -255,7 +482,10 @@ def compare(
             if optimizer is None
             else getattr(optimizer, "__name__", "custom"),
             "flatness": dict(FLATNESS) if measure else None,
-            "total_wall_time_s": total_wall,
+            "target_ci_points": target_ci,
+            "max_seeds": max_seeds,
+            "total_wall_time_s": float(sum(run["wall_time_s"] for run in runs)),
+            "this_call_wall_time_s": total_wall,
         },
         "environment": environment(),
         "convergence": convergence(runs),
@@ -263,10 +493,11 @@ def compare(
         "verdicts": _verdicts(summary),
         "runs": runs,
     }
+    out = pathlib.Path(out)
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     lines = _markdown(results, markdown_table(summary), verdict_lines(summary), mechanism_table(summary, runs))
     (out / "results.md").write_text("\n".join(lines))
     write_plots(runs, summary, out)
     if results["convergence"]["converged"] is False:
-        warnings.warn(results["convergence"]["message"], NotConvergedWarning, stacklevel=2)
+        warnings.warn(results["convergence"]["message"], NotConvergedWarning, stacklevel=3)
     return results

@@ -89,10 +89,24 @@ def test_lazy_names_load_on_first_use():
         (["--seeds", "0"], "--seeds must be a positive integer (>= 1), received 0"),
         (["--epochs", "two"], "--epochs must be a positive integer"),
         (["--out", "/proc/keras-wtrain-cannot-write-here"], "is not writable"),
+        (["--target-ci", "0"], "--target-ci must be > 0 accuracy points, received 0"),
+        (["--target-ci", "-1.5"], "--target-ci must be > 0 accuracy points"),
+        (["--target-ci", "wide"], "--target-ci must be a number of accuracy points, received 'wide'"),
+        (["--target-ci", "2", "--seeds", "5", "--max-seeds", "3"], "--max-seeds must be >= --seeds (5), received 3"),
+        (["--max-seeds", "8"], "--max-seeds bounds the seeds --target-ci adds"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_code_2(args, fragment):
     _one_line_error(_cli(*args), fragment)
+
+
+def test_an_output_directory_of_another_job_is_refused_and_kept(tmp_path):
+    (tmp_path / "job.json").write_text('{"model": "cnn", "epochs": 99}')
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "runs" / "baseline__seed0.json").write_text("{}")
+    result = _cli("--dataset", "digits", "--model", "mlp", "--quick", "--out", str(tmp_path), "--no-progress")
+    _one_line_error(result, "holds the runs of another job: --model was 'cnn' there, 'mlp' now")
+    assert (tmp_path / "runs" / "baseline__seed0.json").read_text() == "{}"
 
 
 def test_tfds_dataset_missing_offline_is_a_clear_error(tmp_path):
@@ -284,7 +298,14 @@ def quick_run(tmp_path_factory):
 
 
 def test_quick_writes_results_table_and_plots(quick_run):
-    for name in ("results.json", "results.md", "accuracy.png", "validation_curves.png", "accuracy_vs_sharpness.png"):
+    for name in (
+        "results.json",
+        "results.md",
+        "accuracy.png",
+        "validation_curves.png",
+        "paired_differences.png",
+        "accuracy_vs_sharpness.png",
+    ):
         assert (quick_run / name).stat().st_size > 0, name
     results = json.loads((quick_run / "results.json").read_text())
     assert set(results) >= {"config", "environment", "convergence", "summary", "verdicts", "runs"}
@@ -359,7 +380,7 @@ def test_quick_table_numbers_match_the_json(quick_run):
     rows = {}
     for line in table.splitlines():
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
-        if len(cells) == 8 and cells[0] in results["summary"]:
+        if len(cells) == 9 and cells[0] in results["summary"]:
             rows[cells[0]] = cells
     assert set(rows) == set(results["summary"])
     for technique, cells in rows.items():
@@ -367,9 +388,9 @@ def test_quick_table_numbers_match_the_json(quick_run):
         assert int(cells[1]) == entry["n"]
         accuracy = float(re.match(r"[-\d.]+", cells[2]).group())
         assert accuracy == pytest.approx(100 * entry["test_accuracy"]["mean"], abs=0.005)
-        loss = float(re.match(r"[-\d.]+", cells[4]).group())
+        loss = float(re.match(r"[-\d.]+", cells[5]).group())
         assert loss == pytest.approx(entry["test_loss"]["mean"], abs=0.0005)
-        assert float(cells[6]) == pytest.approx(entry["step_time_ratio"], abs=0.0005)
+        assert float(cells[7]) == pytest.approx(entry["step_time_ratio"], abs=0.0005)
         if technique != "baseline":
             diff = float(re.match(r"[-\d.]+", cells[3]).group())
             assert diff == pytest.approx(100 * entry["accuracy_diff_vs_baseline"]["mean"], abs=0.005)

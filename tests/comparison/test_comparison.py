@@ -159,7 +159,7 @@ def test_compare_on_the_users_model_and_arrays(tmp_path):
 
 def test_keyword_call_style(tmp_path):
     results = compare(
-        dataset="digits",
+        data="digits",
         model="mlp",
         techniques=["baseline"],
         seeds=1,
