@@ -198,7 +198,7 @@ def write_docs_page():
     ]
     results_md = compare_dir / "results.md"
     if results_md.exists():
-        for png in ("accuracy.png", "validation_curves.png", "accuracy_vs_sharpness.png"):
+        for png in ("accuracy.png", "paired_differences.png", "validation_curves.png", "accuracy_vs_sharpness.png"):
             if (compare_dir / png).exists():
                 shutil.copy(compare_dir / png, assets / png)
         # compare's own report (settings, convergence, table, verdicts, mechanisms), one heading level down.
@@ -209,6 +209,8 @@ def write_docs_page():
             *body,
             "",
             "![Test accuracy per technique](assets/results/accuracy.png)",
+            "",
+            "![Paired differences against plain Keras, with their intervals](assets/results/paired_differences.png)",
             "",
             "![Validation accuracy during training](assets/results/validation_curves.png)",
             "",
