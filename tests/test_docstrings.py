@@ -25,6 +25,8 @@ PUBLIC_MODULES = (
     "keras_wtrain.comparison.cli",
     "keras_wtrain.comparison.distributed",
     "keras_wtrain.comparison.store",
+    "keras_wtrain.comparison.job",
+    "keras_wtrain.comparison.seeds",
     "keras_wtrain.comparison.settings",
     "keras_wtrain.comparison.datasets",
     "keras_wtrain.comparison.models",

@@ -153,10 +153,10 @@ def _run_label(technique, seed):
 
 
 class _Progress:
-    """The chief's job line: `harness.JobProgress` with the time left from the job's throughput (runs in parallel)."""
+    """The chief's job line: `job.JobProgress` with the time left from the job's throughput (runs in parallel)."""
 
     def __init__(self, total, done, enabled):
-        from keras_wtrain.comparison.harness import JobProgress
+        from keras_wtrain.comparison.job import JobProgress
 
         self.job = JobProgress(total=total, done=done, enabled=enabled)
 
@@ -211,8 +211,8 @@ def _oracle_class():
 
         def _add_seed(self):
             """With `target_ci`, adds the next seed to a finished plan while the intervals ask for one."""
-            from keras_wtrain.comparison.report import needs_more_seeds
             from keras_wtrain.comparison.report import summarize
+            from keras_wtrain.comparison.seeds import needs_more_seeds
 
             if self.target_ci is None or self.seeds >= self.max_seeds:
                 return False
